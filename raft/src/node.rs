@@ -1,0 +1,494 @@
+//! [`Node`]: the one handle the service holds. It starts openraft over the sled stores and the
+//! HTTP network, bootstraps the cluster once, proposes writes through the group-commit proposer,
+//! serves read barriers and membership changes, and reports metrics.
+//!
+//! It never answers a write before the entry is committed and applied, and it never claims a
+//! failed write did not happen: every failure of an in-flight write is "outcome unknown".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::ledger::{validate_command, Command, CommandResult, InvalidRequest};
+use crate::network::{Network, RpcServer};
+use crate::store::{LedgerReader, LogStore, StateMachine, Storage};
+use crate::typ::{NodeId, Proposal, Raft, TypeConfig};
+
+/// Most commands (transfers count one each) coalesced into one log entry.
+pub const PROPOSAL_COMMANDS_MAX: usize = 8192;
+/// Most writes waiting for the proposer; past it, writes are refused at once (`Overloaded`).
+pub const WRITE_QUEUE_MAX: usize = 16_384;
+
+/// How a node is set up; built from the config file by the service.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub node_id: NodeId,
+    pub http_addr: String,
+    pub data_dir: PathBuf,
+    /// The voters the cluster is born with; used once, on a pristine data dir.
+    pub initial_voters: BTreeMap<NodeId, String>,
+    pub secret: Option<String>,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot (and purge the log behind it) after this many applied entries.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging follower needs none.
+    pub logs_kept_behind_snapshot: u64,
+    /// How long a write may wait for commit and apply before it is "outcome unknown".
+    pub write_timeout: Duration,
+}
+
+/// Why a write has no answer from this node.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    #[error("invalid request: {0}")]
+    Invalid(#[from] InvalidRequest),
+    /// This node does not lead; the leader, when known, is given (id and HTTP address).
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    /// No answer in time, leadership lost, or the node stopping: the write may or may not be
+    /// committed. Retrying with the same id is safe.
+    #[error("outcome unknown: {0}")]
+    Unavailable(String),
+    /// Too many writes queued; nothing was proposed.
+    #[error("overloaded")]
+    Overloaded,
+}
+
+/// Why a membership change failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MembershipError {
+    #[error("not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("node {0} is not a member")]
+    NotFound(NodeId),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+struct PendingWrite {
+    command: Command,
+    reply: oneshot::Sender<Result<CommandResult, WriteError>>,
+}
+
+/// A running Raft node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    id: NodeId,
+    raft: Raft,
+    reader: LedgerReader,
+    storage: Arc<Storage>,
+    log_store: LogStore,
+    rpc: RpcServer,
+    write_tx: mpsc::Sender<PendingWrite>,
+    write_timeout: Duration,
+}
+
+fn raft_config(options: &NodeOptions) -> Result<openraft::Config, StartError> {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let config = openraft::Config {
+        cluster_name: "raftpay".into(),
+        heartbeat_interval: millis(options.heartbeat_interval),
+        election_timeout_min: millis(options.election_timeout_min),
+        election_timeout_max: millis(options.election_timeout_max),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: options.logs_kept_behind_snapshot,
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    config
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+impl Node {
+    /// Opens storage, starts openraft and, on a pristine data dir of an initial voter,
+    /// initializes the cluster.
+    ///
+    /// # Errors
+    /// When storage cannot be opened or recovered, or openraft refuses the configuration.
+    pub async fn start(options: NodeOptions) -> Result<Node, StartError> {
+        let config = Arc::new(raft_config(&options)?);
+        let storage = Arc::new(
+            Storage::open(&options.data_dir).map_err(|e| StartError::Storage(e.to_string()))?,
+        );
+        let log_store =
+            LogStore::open(Arc::clone(&storage)).map_err(|e| StartError::Storage(e.to_string()))?;
+        let pristine = log_store
+            .is_pristine()
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let state_machine = StateMachine::open(Arc::clone(&storage))
+            .map_err(|e| StartError::Storage(e.to_string()))?;
+        let reader = state_machine.reader();
+        let network =
+            Network::new(options.secret.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+        let log_reader = log_store.clone();
+        let raft = Raft::new(options.node_id, config, network, log_store, state_machine)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        if pristine && options.initial_voters.contains_key(&options.node_id) {
+            initialize(&raft, &options.initial_voters).await?;
+        }
+
+        let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        // The proposer: runs until every sender (every clone of this node) is dropped.
+        tokio::spawn(proposer_run(raft.clone(), write_rx));
+        let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone());
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                id: options.node_id,
+                raft,
+                reader,
+                storage,
+                log_store: log_reader,
+                rpc,
+                write_tx,
+                write_timeout: options.write_timeout,
+            }),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn reader(&self) -> &LedgerReader {
+        &self.inner.reader
+    }
+
+    pub fn rpc(&self) -> &RpcServer {
+        &self.inner.rpc
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.inner.raft.metrics()
+    }
+
+    /// The highest log index this node knows to be committed.
+    pub fn committed_index(&self) -> u64 {
+        self.inner.log_store.committed_index()
+    }
+
+    /// Bytes the node's database occupies on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.storage.size_on_disk()
+    }
+
+    /// The current leader with its HTTP address, as this node knows it.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
+        Some((leader, addr))
+    }
+
+    fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Proposes `command` and waits until it is committed and applied.
+    ///
+    /// # Errors
+    /// `Invalid` (nothing proposed), `NotLeader` (nothing proposed here; forward it),
+    /// `Overloaded` (nothing proposed), `Unavailable` (outcome unknown; retry with the same id).
+    pub async fn write(&self, command: Command) -> Result<CommandResult, WriteError> {
+        validate_command(&command)?;
+        if !self.is_leader() {
+            return Err(WriteError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let (reply, reply_rx) = oneshot::channel();
+        self.inner
+            .write_tx
+            .try_send(PendingWrite { command, reply })
+            .map_err(|_| WriteError::Overloaded)?;
+        match tokio::time::timeout(self.inner.write_timeout, reply_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(WriteError::Unavailable("the node is stopping".into())),
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "no commit within {:?}",
+                self.inner.write_timeout
+            ))),
+        }
+    }
+
+    /// Waits until this node's state reflects every write acknowledged before the call
+    /// (openraft's read index: leadership confirmed by a quorum, then applied up to it).
+    ///
+    /// # Errors
+    /// `NotLeader` when this node does not lead (forward the read), `Unavailable` when no quorum
+    /// confirmed the leadership in time.
+    pub async fn linearizable_barrier(&self) -> Result<(), WriteError> {
+        if !self.is_leader() {
+            return Err(WriteError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        match tokio::time::timeout(
+            self.inner.write_timeout,
+            self.inner.raft.ensure_linearizable(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            )))) => Err(WriteError::NotLeader {
+                leader: leader_of(&forward),
+            }),
+            Ok(Err(error)) => Err(WriteError::Unavailable(error.to_string())),
+            Err(_) => Err(WriteError::Unavailable(
+                "leadership not confirmed in time".into(),
+            )),
+        }
+    }
+
+    /// Adds `id` at `http_addr` as a learner and waits until it has caught up.
+    ///
+    /// # Errors
+    /// See [`MembershipError`].
+    pub async fn add_learner(&self, id: NodeId, http_addr: String) -> Result<(), MembershipError> {
+        self.membership_leader()?;
+        let result = self
+            .inner
+            .raft
+            .add_learner(id, BasicNode::new(http_addr), true)
+            .await;
+        self.membership_result(result.map(|_| ()))
+    }
+
+    /// Makes `voters` the voter set; members left out stay as learners.
+    ///
+    /// # Errors
+    /// See [`MembershipError`]; `Invalid` when an id is not a member or the set is empty.
+    pub async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), MembershipError> {
+        self.membership_leader()?;
+        if voters.is_empty() {
+            return Err(MembershipError::Invalid(
+                "the voter set cannot be empty".into(),
+            ));
+        }
+        let members = self.members();
+        if let Some(unknown) = voters.iter().find(|id| !members.contains_key(id)) {
+            return Err(MembershipError::Invalid(format!(
+                "node {unknown} is not a member; add it as a learner first"
+            )));
+        }
+        let result = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), true)
+            .await;
+        self.membership_result(result.map(|_| ()))
+    }
+
+    /// Removes `id` from the membership: demoted to learner first if it votes, then removed.
+    ///
+    /// # Errors
+    /// See [`MembershipError`]; `NotFound` when `id` is not a member.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), MembershipError> {
+        self.membership_leader()?;
+        let Some(voter) = self.members().get(&id).copied() else {
+            return Err(MembershipError::NotFound(id));
+        };
+        let ids = BTreeSet::from([id]);
+        if voter {
+            let result = self
+                .inner
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), true)
+                .await;
+            self.membership_result(result.map(|_| ()))?;
+        }
+        let result = self
+            .inner
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await;
+        self.membership_result(result.map(|_| ()))
+    }
+
+    /// Every member, `true` for voters.
+    pub fn members(&self) -> BTreeMap<NodeId, bool> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, _)| (*id, voters.contains(id)))
+            .collect()
+    }
+
+    fn membership_leader(&self) -> Result<(), MembershipError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(MembershipError::NotLeader {
+                leader: self.leader(),
+            })
+        }
+    }
+
+    fn membership_result(
+        &self,
+        result: Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
+    ) -> Result<(), MembershipError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(MembershipError::NotLeader {
+                    leader: leader_of(&forward),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(MembershipError::Invalid(error.to_string()))
+            }
+            Err(RaftError::Fatal(error)) => Err(MembershipError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Stops openraft (and with it storage I/O).
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
+        }
+        if let Err(error) = self.inner.storage.sync() {
+            tracing::error!(%error, "final storage sync failed");
+        }
+    }
+}
+
+fn leader_of(forward: &ForwardToLeader<NodeId, BasicNode>) -> Option<(NodeId, String)> {
+    Some((
+        forward.leader_id?,
+        forward.leader_node.as_ref()?.addr.clone(),
+    ))
+}
+
+async fn initialize(raft: &Raft, voters: &BTreeMap<NodeId, String>) -> Result<(), StartError> {
+    let members: BTreeMap<NodeId, BasicNode> = voters
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "cluster initialized");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(error) => Err(StartError::Raft(error.to_string())),
+    }
+}
+
+fn command_weight(command: &Command) -> usize {
+    match command {
+        Command::Batch { transfers, .. } => transfers.len(),
+        Command::CreateAccount(_) | Command::Transfer(_) => 1,
+    }
+}
+
+/// Group commit: takes every write queued behind the first (up to [`PROPOSAL_COMMANDS_MAX`]
+/// commands) and proposes them as one log entry. It does not wait for the commit, so the next
+/// entry can be proposed while this one replicates; a spawned task hands out the results.
+async fn proposer_run(raft: Raft, mut write_rx: mpsc::Receiver<PendingWrite>) {
+    while let Some(first) = write_rx.recv().await {
+        let mut weight = command_weight(&first.command);
+        let mut writes = vec![first];
+        while weight < PROPOSAL_COMMANDS_MAX {
+            let Ok(next) = write_rx.try_recv() else { break };
+            weight += command_weight(&next.command);
+            writes.push(next);
+        }
+        let (commands, replies): (Vec<_>, Vec<_>) =
+            writes.into_iter().map(|w| (w.command, w.reply)).unzip();
+        tracing::trace!(commands = commands.len(), weight, "propose");
+        match raft.client_write_ff(Proposal { commands }).await {
+            // Waits for the entry's commit and apply; ends when openraft answers or drops it.
+            Ok(responder) => {
+                tokio::spawn(async move { replies_send(replies, responder.await) });
+            }
+            Err(fatal) => replies_fail(replies, &WriteError::Unavailable(fatal.to_string())),
+        }
+    }
+}
+
+type WriteOutcome = Result<
+    Result<ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, BasicNode>>,
+    oneshot::error::RecvError,
+>;
+
+fn replies_send(
+    replies: Vec<oneshot::Sender<Result<CommandResult, WriteError>>>,
+    outcome: WriteOutcome,
+) {
+    match outcome {
+        Ok(Ok(response)) => {
+            let results = response.data.results;
+            assert_eq!(
+                results.len(),
+                replies.len(),
+                "one result per proposed command"
+            );
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The client may have given up waiting; its result is recorded all the same.
+                drop(reply.send(Ok(result)));
+            }
+        }
+        Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+            // Leadership moved while the entry was in flight: it may still commit.
+            let detail = format!(
+                "leadership moved to {:?} while the write was in flight",
+                forward.leader_id
+            );
+            replies_fail(replies, &WriteError::Unavailable(detail));
+        }
+        Ok(Err(error)) => replies_fail(replies, &WriteError::Unavailable(error.to_string())),
+        Err(_) => replies_fail(
+            replies,
+            &WriteError::Unavailable("the write was dropped by raft".into()),
+        ),
+    }
+}
+
+fn replies_fail(
+    replies: Vec<oneshot::Sender<Result<CommandResult, WriteError>>>,
+    error: &WriteError,
+) {
+    for reply in replies {
+        drop(reply.send(Err(error.clone())));
+    }
+}

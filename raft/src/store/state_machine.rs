@@ -1,0 +1,440 @@
+//! The replicated state machine: applies committed entries to the ledger and persists each apply
+//! call's changes, `last_applied`, the membership and the state hash in one atomic sled batch.
+//! Snapshots are a copy of the whole state tree, taken on the state-machine worker (sled has no
+//! point-in-time view), serialized and written durably before openraft may purge the log.
+//!
+//! It must never return `Err` for a ledger rejection (that is a result), and never persist a
+//! decision computed from a failed read.
+
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftTypeConfig};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codec;
+use crate::ledger::{check_accounts, Changes, CommandResult, Overlay};
+use crate::store::reader::{
+    account_key, history_key, totals_key, transfer_key, LedgerReader, SledView, KEY_APPLIED,
+    KEY_HASH, KEY_MEMBERSHIP, KEY_SEQ_LAST,
+};
+use crate::store::Storage;
+use crate::typ::{
+    LogId, ProposalResults, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// Snapshot files are `snapshot-<last applied index, 20 digits>.bin`; the highest is current.
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+const SNAPSHOT_SUFFIX: &str = ".bin";
+
+/// A snapshot's data: every key and value of the state tree.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A snapshot as persisted on disk.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+pub struct StateMachine {
+    storage: Arc<Storage>,
+    reader: LedgerReader,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    hash: [u8; 32],
+    snapshot_dir: PathBuf,
+    snapshots_built: u64,
+}
+
+fn io_error(error: impl std::fmt::Display) -> io::Error {
+    io::Error::other(error.to_string())
+}
+
+fn sm_error(verb: ErrorVerb, error: impl std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, io_error(error))
+}
+
+fn snapshot_error(
+    meta: Option<&SnapshotMeta>,
+    verb: ErrorVerb,
+    error: impl std::fmt::Display,
+) -> StorageError {
+    let subject = match meta {
+        Some(meta) => ErrorSubject::Snapshot(Some(meta.signature())),
+        None => ErrorSubject::Snapshot(None),
+    };
+    StorageError::from_io_error(subject, verb, io_error(error))
+}
+
+/// The next link of the state hash chain: every replica that applied the same entries has the
+/// same hash at the same index.
+fn hash_next(hash: &[u8; 32], index: u64, results: &[CommandResult]) -> [u8; 32] {
+    let encoded = codec::encode(&results).expect("results always encode");
+    let mut hasher = Sha256::new();
+    hasher.update(hash);
+    hasher.update(index.to_be_bytes());
+    hasher.update(&encoded);
+    hasher.finalize().into()
+}
+
+fn snapshot_path(dir: &Path, applied: Option<LogId>) -> PathBuf {
+    let index = applied.map_or(0, |a| a.index);
+    dir.join(format!("{SNAPSHOT_PREFIX}{index:020}{SNAPSHOT_SUFFIX}"))
+}
+
+/// The snapshot files in `dir`, oldest first.
+fn snapshot_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with(SNAPSHOT_PREFIX) && name.ends_with(SNAPSHOT_SUFFIX) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn snapshot_latest(dir: &Path) -> io::Result<Option<PathBuf>> {
+    Ok(snapshot_files(dir)?.pop())
+}
+
+/// Persists a snapshot as `dir`'s newest file and removes the older ones. A snapshot older than
+/// one already there (a build racing an install) is not kept.
+fn snapshot_write(dir: &Path, stored: &StoredSnapshot) -> io::Result<()> {
+    let path = snapshot_path(dir, stored.meta.last_log_id);
+    if snapshot_latest(dir)?.is_some_and(|latest| latest > path) {
+        return Ok(());
+    }
+    let bytes = codec::encode(stored).map_err(io_error)?;
+    write_durably(&path, &bytes)?;
+    for older in snapshot_files(dir)?.into_iter().filter(|p| *p < path) {
+        std::fs::remove_file(older)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io_error("snapshot path has no parent"))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl StateMachine {
+    /// Opens the state machine. If the persisted snapshot is ahead of the state tree (a crash
+    /// during install), the snapshot is installed again first.
+    ///
+    /// # Errors
+    /// When sled or the snapshot file cannot be read.
+    pub fn open(storage: Arc<Storage>) -> Result<StateMachine, StorageError> {
+        let reader = LedgerReader::new(Arc::clone(&storage));
+        let snapshot_dir = storage.dir().join("snapshot");
+        std::fs::create_dir_all(&snapshot_dir)
+            .map_err(|e| snapshot_error(None, ErrorVerb::Write, e))?;
+        let mut machine = StateMachine {
+            reader,
+            applied: None,
+            membership: StoredMembership::default(),
+            hash: [0; 32],
+            snapshot_dir,
+            snapshots_built: 0,
+            storage,
+        };
+        machine.load_from_tree()?;
+        if let Some(stored) = machine.snapshot_read()? {
+            if stored.meta.last_log_id > machine.applied {
+                tracing::warn!(snapshot = ?stored.meta.last_log_id, applied = ?machine.applied,
+                    "state is behind the persisted snapshot; installing it again");
+                machine.install_data(&stored.meta, &stored.data)?;
+            }
+        }
+        Ok(machine)
+    }
+
+    pub fn reader(&self) -> LedgerReader {
+        self.reader.clone()
+    }
+
+    fn load_from_tree(&mut self) -> Result<(), StorageError> {
+        let summary = self
+            .reader
+            .summary()
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        self.applied = summary.applied;
+        self.membership = self
+            .reader
+            .membership()
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+            .unwrap_or_default();
+        let hash: Option<[u8; 32]> = self
+            .storage
+            .state
+            .get(KEY_HASH)
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?
+            .map(|bytes| codec::decode(&bytes))
+            .transpose()
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        self.hash = hash.unwrap_or_default();
+        Ok(())
+    }
+
+    fn snapshot_read(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let Some(path) = snapshot_latest(&self.snapshot_dir)
+            .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+        codec::decode(&bytes)
+            .map(Some)
+            .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))
+    }
+
+    /// Replaces the whole state tree with the snapshot's, in one atomic batch, then checks the
+    /// ledger invariants over the installed accounts.
+    fn install_data(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let decoded: SnapshotData =
+            codec::decode(data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+        let mut batch = sled::Batch::default();
+        for key in self.storage.state.iter().keys() {
+            batch.remove(key.map_err(|e| sm_error(ErrorVerb::Read, e))?);
+        }
+        for (key, value) in decoded.pairs {
+            batch.insert(key, value);
+        }
+        let encode =
+            |value: &dyn erased::Encode| value.encode().map_err(|e| sm_error(ErrorVerb::Write, e));
+        batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
+        batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
+        self.storage
+            .state
+            .apply_batch(batch)
+            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        self.storage
+            .sync()
+            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        self.load_from_tree()?;
+        let accounts = self
+            .reader
+            .accounts()
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        if let Err(violations) = check_accounts(&accounts) {
+            panic!("installed snapshot breaks ledger invariants: {violations:?}");
+        }
+        Ok(())
+    }
+
+    /// Writes an apply call's changes and the new applied state as one batch.
+    fn persist(
+        &self,
+        changes: &Changes,
+        applied: Option<LogId>,
+        hash: &[u8; 32],
+    ) -> Result<(), StorageError> {
+        let encode =
+            |value: &dyn erased::Encode| value.encode().map_err(|e| sm_error(ErrorVerb::Write, e));
+        let mut batch = sled::Batch::default();
+        for (id, account) in &changes.accounts {
+            batch.insert(account_key(id), encode(account)?);
+        }
+        for (id, record) in &changes.transfers {
+            batch.insert(transfer_key(id), encode(record)?);
+        }
+        for (currency, totals) in &changes.totals {
+            batch.insert(totals_key(currency), encode(totals)?);
+        }
+        for entry in &changes.history {
+            batch.insert(
+                history_key(&entry.account, entry.seq),
+                encode(&entry.transfer_id)?,
+            );
+        }
+        if let Some(seq_last) = changes.seq_last {
+            batch.insert(KEY_SEQ_LAST, encode(&seq_last)?);
+        }
+        batch.insert(KEY_APPLIED, encode(&applied)?);
+        batch.insert(KEY_MEMBERSHIP, encode(&self.membership)?);
+        batch.insert(KEY_HASH, encode(hash)?);
+        self.storage
+            .state
+            .apply_batch(batch)
+            .map_err(|e| sm_error(ErrorVerb::Write, e))
+    }
+}
+
+/// Object-safe encoding, so one closure can encode values of different types.
+mod erased {
+    pub trait Encode {
+        fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError>;
+    }
+    impl<T: serde::Serialize> Encode for T {
+        fn encode(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+            crate::codec::encode(self)
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    #[tracing::instrument(level = "trace", skip_all)]
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResults>, StorageError>
+    where
+        I: IntoIterator<Item = <TypeConfig as RaftTypeConfig>::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let view = SledView::new(&self.reader);
+        let mut overlay = Overlay::new(&view);
+        let mut responses = Vec::new();
+        let mut applied = self.applied;
+        let mut hash = self.hash;
+        for entry in entries {
+            if Some(entry.log_id) <= applied {
+                // Replay after a crash: already in the state.
+                tracing::debug!(log_id = %entry.log_id, "skip entry at or below last_applied");
+                responses.push(ProposalResults::default());
+                continue;
+            }
+            assert!(
+                applied.map_or(true, |a| entry.log_id.index > a.index),
+                "applied index must only rise"
+            );
+            let results = match &entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => {
+                    proposal.commands.iter().map(|c| overlay.apply(c)).collect()
+                }
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                    Vec::new()
+                }
+            };
+            hash = hash_next(&hash, entry.log_id.index, &results);
+            applied = Some(entry.log_id);
+            responses.push(ProposalResults { results });
+        }
+        let changes = overlay.into_changes();
+        if let Some(error) = view.take_error() {
+            return Err(sm_error(ErrorVerb::Read, error));
+        }
+        self.persist(&changes, applied, &hash)?;
+        self.applied = applied;
+        self.hash = hash;
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Copied here, on the state-machine worker, so no apply runs while we read.
+        let mut pairs = Vec::new();
+        let mut error = None;
+        for item in self.storage.state.iter() {
+            match item {
+                Ok((key, value)) => pairs.push((key.to_vec(), value.to_vec())),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        self.snapshots_built += 1;
+        SnapshotBuilder {
+            copy: error.map_or(Ok(SnapshotData { pairs }), Err),
+            applied: self.applied,
+            membership: self.membership.clone(),
+            dir: self.snapshot_dir.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                self.applied.map_or(0, |a| a.index),
+                self.snapshots_built
+            ),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    #[tracing::instrument(level = "info", skip_all, fields(last_log_id = ?meta.last_log_id))]
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        // Durable first: if we crash while replacing the tree, open() installs it again.
+        snapshot_write(&self.snapshot_dir, &stored)
+            .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+        self.install_data(meta, &stored.data)?;
+        tracing::info!(applied = ?self.applied, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.snapshot_read()?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
+
+/// Serializes and persists the copy taken by `get_snapshot_builder`.
+pub struct SnapshotBuilder {
+    copy: Result<SnapshotData, String>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    dir: PathBuf,
+    snapshot_id: String,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let copy = std::mem::replace(&mut self.copy, Err("snapshot already built".into()));
+        let copy = copy.map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: self.snapshot_id.clone(),
+        };
+        let data =
+            codec::encode(&copy).map_err(|e| snapshot_error(Some(&meta), ErrorVerb::Write, e))?;
+        let stored = Arc::new(StoredSnapshot { meta, data });
+        let (dir, to_write) = (self.dir.clone(), Arc::clone(&stored));
+        tokio::task::spawn_blocking(move || snapshot_write(&dir, &to_write))
+            .await
+            .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?
+            .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Write, e))?;
+        let stored = Arc::try_unwrap(stored)
+            .map_err(|_| snapshot_error(None, ErrorVerb::Write, "snapshot still shared"))?;
+        tracing::info!(last_log_id = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}

@@ -1,0 +1,217 @@
+//! The node's configuration file (TOML, one per node) and its translation into the options of
+//! the replicated ledger. Durations are `_ms` integers here, at the edge, and `Duration` inside.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raftpay_raft::node::NodeOptions;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node_id: u64,
+    /// Where this node listens, and the address peers and clients use to reach it.
+    pub http_addr: String,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub raft: RaftConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The voters the cluster is born with (used once, on a fresh data dir). Empty for a node
+    /// that joins an existing cluster.
+    #[serde(default)]
+    pub initial_voters: Vec<Peer>,
+    /// When set, node-to-node `/raft/` calls must present it.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub id: u64,
+    pub http_addr: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub logs_kept_behind_snapshot: u64,
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_logs_since_last: 20_000,
+            logs_kept_behind_snapshot: 1_000,
+            write_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub body_bytes_max: usize,
+    /// When set, `/v1/` requests need `Authorization: Bearer <api_token>`.
+    pub api_token: Option<String>,
+    /// How long a follower waits for the leader's answer to a forwarded request.
+    pub forward_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            body_bytes_max: 1024 * 1024,
+            api_token: None,
+            forward_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid TOML of this shape, or breaks a rule.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id must be at least 1".into());
+        }
+        let raft = &self.raft;
+        if raft.heartbeat_interval_ms == 0
+            || raft.election_timeout_min_ms <= raft.heartbeat_interval_ms
+        {
+            return Err("raft: need 0 < heartbeat_interval_ms < election_timeout_min_ms".into());
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            return Err("raft: election_timeout_max_ms must exceed election_timeout_min_ms".into());
+        }
+        if raft.snapshot_logs_since_last == 0 {
+            return Err("raft: snapshot_logs_since_last must be at least 1".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for peer in &self.cluster.initial_voters {
+            if !seen.insert(peer.id) {
+                return Err(format!("cluster: voter {} listed twice", peer.id));
+            }
+            if peer.id == self.node_id && peer.http_addr != self.http_addr {
+                return Err(format!(
+                    "cluster: this node is listed at {} but http_addr is {}",
+                    peer.http_addr, self.http_addr
+                ));
+            }
+        }
+        if self.http.body_bytes_max == 0 {
+            return Err("http: body_bytes_max must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn node_options(&self) -> NodeOptions {
+        let raft = &self.raft;
+        NodeOptions {
+            node_id: self.node_id,
+            http_addr: self.http_addr.clone(),
+            data_dir: self.data_dir.clone(),
+            initial_voters: self
+                .cluster
+                .initial_voters
+                .iter()
+                .map(|peer| (peer.id, peer.http_addr.clone()))
+                .collect::<BTreeMap<_, _>>(),
+            secret: self.cluster.secret.clone(),
+            heartbeat_interval: Duration::from_millis(raft.heartbeat_interval_ms),
+            election_timeout_min: Duration::from_millis(raft.election_timeout_min_ms),
+            election_timeout_max: Duration::from_millis(raft.election_timeout_max_ms),
+            snapshot_logs_since_last: raft.snapshot_logs_since_last,
+            logs_kept_behind_snapshot: raft.logs_kept_behind_snapshot,
+            write_timeout: Duration::from_millis(raft.write_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_shipped_configs_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for n in 1..=3 {
+            let config =
+                Config::load(&root.join(format!("cluster-configs/local-3/node{n}.toml"))).unwrap();
+            assert_eq!(config.node_id, n);
+            assert_eq!(config.cluster.initial_voters.len(), 3);
+        }
+        Config::load(&root.join("cluster-configs/multi-host.example.toml")).unwrap();
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let base = "node_id = 1\nhttp_addr = \"127.0.0.1:1\"\ndata_dir = \"d\"\n";
+        assert!(parse(base).is_ok());
+        assert!(parse(&format!("{base}unknown = 1\n")).is_err());
+        assert!(parse(&base.replace("node_id = 1", "node_id = 0")).is_err());
+        assert!(parse(&format!("{base}[raft]\nheartbeat_interval_ms = 600\n")).is_err());
+        assert!(parse(&format!("{base}[raft]\nelection_timeout_max_ms = 400\n")).is_err());
+        let twice = "[cluster]\ninitial_voters = [{id = 2, http_addr = \"a\"}, {id = 2, http_addr = \"b\"}]\n";
+        assert!(parse(&format!("{base}{twice}")).is_err());
+        let wrong_addr = "[cluster]\ninitial_voters = [{id = 1, http_addr = \"127.0.0.1:2\"}]\n";
+        assert!(parse(&format!("{base}{wrong_addr}")).is_err());
+    }
+}

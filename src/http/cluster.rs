@@ -1,0 +1,195 @@
+//! Handlers for the cluster: status, membership changes (forwarded to the leader like writes),
+//! health, readiness, Prometheus metrics, and the node-to-node `/raft/` routes.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use openraft::ServerState;
+use raftpay_raft::network::{RpcRefused, HEADER_SECRET, HEADER_TARGET};
+use raftpay_raft::node::MembershipError;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ledger::ReadQuery;
+use super::{forward, ApiError, App, RawRequest};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnerAdd {
+    id: u64,
+    http_addr: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VotersSet {
+    ids: Vec<u64>,
+}
+
+/// This node's view of the cluster (the contract's fields, then our additions).
+pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
+    let metrics = app.node.metrics().borrow().clone();
+    let summary = app.node.reader().summary()?;
+    let membership = metrics.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let members: Vec<_> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let role = if voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            json!({"id": id, "http_addr": node.addr, "role": role})
+        })
+        .collect();
+    let state = match metrics.state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    };
+    Ok(json!({
+        "node_id": app.node.id(),
+        "leader_id": metrics.current_leader,
+        "term": metrics.current_term,
+        "last_log_index": metrics.last_log_index.unwrap_or(0),
+        "last_applied": metrics.last_applied.map_or(0, |id| id.index),
+        "members": members,
+        "state": state,
+        "state_hash": summary.state_hash,
+        "state_hash_index": summary.applied.map_or(0, |id| id.index),
+        "seq_last": summary.seq_last,
+        "snapshot_index": metrics.snapshot.map(|id| id.index),
+        "purged_index": metrics.purged.map(|id| id.index),
+        "disk_bytes": app.node.disk_bytes(),
+    }))
+}
+
+pub async fn cluster_get(
+    State(app): State<App>,
+    params: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    params.map_err(|rejection| {
+        ApiError::InvalidRequest(format!("query: {}", rejection.body_text()))
+    })?;
+    Ok(Json(cluster_status(&app)?).into_response())
+}
+
+/// Maps a membership outcome to the answer: the cluster status, the leader's answer, or an error.
+async fn membership_answer(
+    app: &App,
+    request: &RawRequest,
+    result: Result<(), MembershipError>,
+) -> Result<Response, ApiError> {
+    match result {
+        Ok(()) => Ok(Json(cluster_status(app)?).into_response()),
+        Err(MembershipError::NotLeader { leader }) => {
+            forward::to_leader(app, request, leader).await
+        }
+        Err(MembershipError::Invalid(message)) => Err(ApiError::InvalidRequest(message)),
+        Err(MembershipError::NotFound(id)) => Err(ApiError::NodeNotFound(id)),
+        Err(MembershipError::Unavailable(message)) => Err(ApiError::Unavailable(message)),
+    }
+}
+
+#[tracing::instrument(level = "info", skip_all)]
+pub async fn learner_add(
+    State(app): State<App>,
+    request: RawRequest,
+) -> Result<Response, ApiError> {
+    let body: LearnerAdd = request.json()?;
+    if body.id == 0 || body.http_addr.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "id must be at least 1 and http_addr non-empty".into(),
+        ));
+    }
+    tracing::info!(learner_id = body.id, http_addr = %body.http_addr, "add learner");
+    let result = app.node.add_learner(body.id, body.http_addr).await;
+    membership_answer(&app, &request, result).await
+}
+
+#[tracing::instrument(level = "info", skip_all)]
+pub async fn voters_set(State(app): State<App>, request: RawRequest) -> Result<Response, ApiError> {
+    let body: VotersSet = request.json()?;
+    let voters: BTreeSet<u64> = body.ids.into_iter().collect();
+    tracing::info!(?voters, "set voters");
+    let result = app.node.set_voters(voters).await;
+    membership_answer(&app, &request, result).await
+}
+
+#[tracing::instrument(level = "info", skip_all, fields(removed_id))]
+pub async fn node_remove(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    request: RawRequest,
+) -> Result<Response, ApiError> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::InvalidRequest(format!("node id must be a positive integer, not {id}"))
+    })?;
+    tracing::Span::current().record("removed_id", id);
+    let result = app.node.remove_node(id).await;
+    membership_answer(&app, &request, result).await
+}
+
+pub async fn health() -> Response {
+    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+}
+
+/// Ready while a leader is known and everything known to be committed is applied.
+pub async fn ready(State(app): State<App>) -> Response {
+    let metrics = app.node.metrics().borrow().clone();
+    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let committed = app.node.committed_index();
+    let ready = metrics.current_leader.is_some() && applied >= committed;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"ready": ready, "leader_id": metrics.current_leader, "last_applied": applied, "committed": committed});
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(app): State<App>) -> Response {
+    let text = app
+        .metrics
+        .render(&app.node, app.settings.started.elapsed());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `/raft/{rpc}`: node-to-node Raft RPC (bincode in, bincode out).
+pub async fn raft_rpc(
+    State(app): State<App>,
+    Path(rpc): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let route = format!("/raft/{rpc}");
+    match app
+        .node
+        .rpc()
+        .handle(&route, header(HEADER_TARGET), header(HEADER_SECRET), &body)
+        .await
+    {
+        Ok(answer) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()
+        }
+        Err(refused) => {
+            let status = match refused {
+                RpcRefused::Secret => StatusCode::UNAUTHORIZED,
+                RpcRefused::WrongTarget { .. } => StatusCode::CONFLICT,
+                RpcRefused::Malformed(_) => StatusCode::BAD_REQUEST,
+                RpcRefused::UnknownRoute => StatusCode::NOT_FOUND,
+            };
+            tracing::warn!(%route, error = %refused, "raft rpc refused");
+            (status, refused.to_string()).into_response()
+        }
+    }
+}

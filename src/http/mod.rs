@@ -1,0 +1,184 @@
+//! The HTTP API of `../shared/API.md`, served by every node: the router, its limits and
+//! middleware (auth, metrics, tracing), the request extractor, and forwarding to the leader.
+//! Handlers live in `ledger` (accounts, transfers) and `cluster` (membership, health, metrics).
+//! Only this module knows HTTP; it maps errors to the contract in `error` alone.
+
+mod cluster;
+mod error;
+mod forward;
+mod ledger;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use raftpay_raft::node::Node;
+use serde::de::DeserializeOwned;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+
+/// A snapshot travels in one request; this bounds it.
+pub const RAFT_BODY_BYTES_MAX: usize = 1 << 30;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct App {
+    pub node: Node,
+    pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    pub forwarder: reqwest::Client,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub body_bytes_max: usize,
+    pub api_token: Option<String>,
+    pub forward_timeout: Duration,
+    pub started: Instant,
+}
+
+impl App {
+    /// # Errors
+    /// When the HTTP client for forwarding cannot be built.
+    pub fn new(
+        node: Node,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Result<App, reqwest::Error> {
+        let forwarder = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(500))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(App {
+            node,
+            metrics,
+            settings: Arc::new(settings),
+            forwarder,
+        })
+    }
+}
+
+/// The whole router: the public API, the ops routes and the node-to-node `/raft/` routes.
+pub fn router(app: App) -> Router {
+    let api = Router::new()
+        .route("/v1/accounts", post(ledger::account_create))
+        .route("/v1/accounts/{id}", get(ledger::account_get))
+        .route("/v1/accounts/{id}/transfers", get(ledger::account_history))
+        .route("/v1/transfers", post(ledger::transfer_create))
+        .route("/v1/transfers/batch", post(ledger::batch_create))
+        .route("/v1/transfers/{id}", get(ledger::transfer_get))
+        .route("/v1/cluster", get(cluster::cluster_get))
+        .route("/v1/cluster/learners", post(cluster::learner_add))
+        .route("/v1/cluster/voters", post(cluster::voters_set))
+        .route("/v1/cluster/nodes/{id}", delete(cluster::node_remove))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth))
+        // Our extractor maps the limit to 413 with the contract's body.
+        .layer(DefaultBodyLimit::max(app.settings.body_bytes_max));
+    let ops = Router::new()
+        .route("/health", get(cluster::health))
+        .route("/ready", get(cluster::ready))
+        .route("/metrics", get(cluster::metrics));
+    let raft = Router::new()
+        .route("/raft/{rpc}", post(cluster::raft_rpc))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX));
+    Router::new()
+        .merge(api)
+        .merge(ops)
+        .merge(raft)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// Checks the bearer token on `/v1/` routes when one is configured.
+async fn auth(State(app): State<App>, request: Request, next: Next) -> Response {
+    if let Some(token) = &app.settings.api_token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if presented.map(str::as_bytes) != Some(token.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Counts every request by route and status and times it; opens the request's tracing span.
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().clone();
+    let span = tracing::debug_span!("request", node_id = app.node.id(), %method, route = %route);
+    let started = Instant::now();
+    let response = {
+        let _entered = span.enter();
+        tracing::trace!("request received");
+        drop(_entered);
+        tracing::Instrument::instrument(next.run(request), span).await
+    };
+    app.metrics.request_observe(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// A request as it arrived: what forwarding needs, and the body to parse.
+pub struct RawRequest {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl FromRequest<App> for RawRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let request = Request::from_parts(parts.clone(), body);
+        let body = Bytes::from_request(request, app)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(app.settings.body_bytes_max)
+                } else {
+                    ApiError::InvalidRequest(format!("cannot read the body: {rejection}"))
+                }
+            })?;
+        Ok(RawRequest {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+impl RawRequest {
+    /// Parses the body as JSON of `T` (unknown fields are refused by `T`).
+    ///
+    /// # Errors
+    /// `invalid_request` with serde's explanation.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|error| ApiError::InvalidRequest(format!("body: {error}")))
+    }
+}

@@ -1,0 +1,75 @@
+//! The `raftpay` binary: `serve` runs a node; the other subcommands are the client CLI.
+//! Thin on purpose: parse arguments, set up logging, hand over to the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "raftpay",
+    version,
+    about = "A fault-tolerant clustered payment store"
+)]
+struct Cli {
+    #[command(flatten)]
+    client: raftpay::cli::ClientOpts,
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node of the cluster.
+    Serve {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    #[command(flatten)]
+    Client(raftpay::cli::ClientCommand),
+}
+
+/// Logs go to stderr; the level comes from `RAFTPAY_LOG` (default `info` for a node, `warn` for
+/// the CLI), in `EnvFilter` syntax.
+fn logging_init(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("RAFTPAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            logging_init(cli.log_format, "info,openraft=warn,sled=warn");
+            let config = raftpay::config::Config::load(&config).context("configuration")?;
+            raftpay::server::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(command) => {
+            logging_init(cli.log_format, "warn");
+            raftpay::cli::run(cli.client, command).await
+        }
+    }
+}

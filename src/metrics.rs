@@ -1,0 +1,179 @@
+//! Prometheus metrics: request counts and latency by route and status, kept as they happen, and
+//! the Raft and ledger gauges, read from the node when scraped. Names follow Prometheus
+//! conventions: `raftpay_` prefix, units in the name, `_total` for counters.
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use raftpay_raft::node::Node;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_seconds: HistogramVec,
+    gauges: Gauges,
+}
+
+struct Gauges {
+    term: IntGauge,
+    leader_id: IntGauge,
+    is_leader: IntGauge,
+    last_log_index: IntGauge,
+    applied_index: IntGauge,
+    committed_index: IntGauge,
+    snapshot_index: IntGauge,
+    purged_index: IntGauge,
+    transfers_posted: IntGauge,
+    disk_bytes: IntGauge,
+    uptime_seconds: IntGauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let gauge = IntGauge::new(name, help).expect("metric names are valid literals");
+    registry
+        .register(Box::new(gauge.clone()))
+        .expect("each metric is registered once");
+    gauge
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// # Panics
+    /// Never in practice: the metric definitions are constants (checked by a test).
+    pub fn new(node_id: u64) -> Metrics {
+        let registry = Registry::new_custom(
+            None,
+            Some([("node_id".to_string(), node_id.to_string())].into()),
+        )
+        .expect("constant label is valid");
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "raftpay_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let buckets = vec![
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+        ];
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "raftpay_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(buckets),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(request_seconds.clone()))
+            .expect("registered once");
+        let gauges = Gauges {
+            term: gauge(&registry, "raftpay_raft_term", "Current Raft term"),
+            leader_id: gauge(
+                &registry,
+                "raftpay_raft_leader_id",
+                "Current leader's node id (0: none known)",
+            ),
+            is_leader: gauge(
+                &registry,
+                "raftpay_raft_is_leader",
+                "1 while this node leads",
+            ),
+            last_log_index: gauge(
+                &registry,
+                "raftpay_raft_last_log_index",
+                "Index of the last log entry",
+            ),
+            applied_index: gauge(
+                &registry,
+                "raftpay_raft_applied_index",
+                "Index of the last applied entry",
+            ),
+            committed_index: gauge(
+                &registry,
+                "raftpay_raft_committed_index",
+                "Highest index known committed",
+            ),
+            snapshot_index: gauge(
+                &registry,
+                "raftpay_raft_snapshot_index",
+                "Last index in the current snapshot",
+            ),
+            purged_index: gauge(
+                &registry,
+                "raftpay_raft_purged_index",
+                "Last purged log index",
+            ),
+            transfers_posted: gauge(
+                &registry,
+                "raftpay_transfers_posted",
+                "Transfers posted (the ledger's last seq)",
+            ),
+            disk_bytes: gauge(
+                &registry,
+                "raftpay_storage_disk_bytes",
+                "Bytes of the node's database on disk",
+            ),
+            uptime_seconds: gauge(
+                &registry,
+                "raftpay_uptime_seconds",
+                "Seconds since the process started",
+            ),
+        };
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            gauges,
+        }
+    }
+
+    pub fn request_observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.request_seconds
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with the gauges read from `node` now.
+    pub fn render(&self, node: &Node, uptime: Duration) -> String {
+        let metrics = node.metrics().borrow().clone();
+        let g = &self.gauges;
+        g.term.set(to_i64(metrics.current_term));
+        g.leader_id.set(to_i64(metrics.current_leader.unwrap_or(0)));
+        g.is_leader
+            .set(i64::from(metrics.state == ServerState::Leader));
+        g.last_log_index
+            .set(to_i64(metrics.last_log_index.unwrap_or(0)));
+        g.applied_index
+            .set(to_i64(metrics.last_applied.map_or(0, |id| id.index)));
+        g.committed_index.set(to_i64(node.committed_index()));
+        g.snapshot_index
+            .set(to_i64(metrics.snapshot.map_or(0, |id| id.index)));
+        g.purged_index
+            .set(to_i64(metrics.purged.map_or(0, |id| id.index)));
+        if let Ok(summary) = node.reader().summary() {
+            g.transfers_posted.set(to_i64(summary.seq_last));
+        }
+        g.disk_bytes.set(to_i64(node.disk_bytes()));
+        g.uptime_seconds.set(to_i64(uptime.as_secs()));
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "metrics encoding failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
