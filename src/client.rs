@@ -31,7 +31,7 @@ pub const RETRY_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a full round of failed nodes; doubles each round up to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// A server's `Retry-After` is honoured up to this long (and never past the deadline).
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
 /// Largest response body read into memory (a full batch answer is a few MiB).
@@ -794,11 +794,22 @@ fn is_definite(status: u16) -> bool {
 fn round_pause(backoff: Duration, retry_after: Option<Duration>) -> Duration {
     let jitter_ms_max = u64::try_from(backoff.as_millis() / 4).unwrap_or(0);
     let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=jitter_ms_max));
-    (backoff + jitter).max(retry_after.unwrap_or(Duration::ZERO))
+    // The server's hint, when given, says when a retry can succeed (raftpay sends 100 ms while
+    // it has no leader); without one, our own backoff.
+    retry_after.unwrap_or(backoff + jitter)
 }
 
-/// `Retry-After` in whole seconds (the HTTP-date form is ignored), capped.
+/// The server's retry hint: `retry-after-ms` when present (raftpay sends it, since `Retry-After`
+/// cannot say less than a second), else `Retry-After` in whole seconds (the HTTP-date form is
+/// ignored); capped.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let millis = headers
+        .get("retry-after-ms")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if let Some(millis) = millis {
+        return Some(Duration::from_millis(millis).min(RETRY_AFTER_MAX));
+    }
     let seconds: u64 = headers
         .get(RETRY_AFTER)?
         .to_str()

@@ -230,9 +230,12 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
-        // Retry an unreachable peer soon: a restarted node should rejoin within a heartbeat or
-        // two, not after openraft's default 500 ms.
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+        // Retry an unreachable peer soon (a restarted node should rejoin fast), then back off to
+        // openraft's default 500 ms so a long-dead peer costs little.
+        let steps = [50, 100, 200, 400]
+            .into_iter()
+            .chain(std::iter::repeat(500));
+        openraft::network::Backoff::new(steps.map(Duration::from_millis))
     }
 }
 

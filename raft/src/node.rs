@@ -114,7 +114,7 @@ fn raft_config(options: &NodeOptions) -> Result<openraft::Config, StartError> {
         election_timeout_max: millis(options.election_timeout_max),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: options.logs_kept_behind_snapshot,
-        max_payload_entries: 64,
+        max_payload_entries: 16,
         ..Default::default()
     };
     config

@@ -6,8 +6,10 @@ use axum::response::{IntoResponse, Response};
 use raftpay_raft::ledger::{Rejection, RejectionCode};
 use serde_json::json;
 
-/// How long a client should wait before retrying a `503`.
+/// How long a client should wait before retrying a `503`: `Retry-After` (whole seconds, the
+/// standard header) and the finer `retry-after-ms` that raftpay clients prefer.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
+pub const RETRY_AFTER_MILLIS: u64 = 100;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -88,6 +90,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            response
+                .headers_mut()
+                .insert("retry-after-ms", HeaderValue::from(RETRY_AFTER_MILLIS));
         }
         response
     }

@@ -67,6 +67,7 @@ pub async fn to_leader(
     })?;
     let status = answer.status();
     let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+    let retry_after_ms = answer.headers().get("retry-after-ms").cloned();
     let body = answer.bytes().await.map_err(|error| {
         ApiError::Unavailable(format!(
             "leader {leader_id} answer cut off ({error}); the outcome is unknown: retry with the same id"
@@ -80,6 +81,9 @@ pub async fn to_leader(
     );
     if let Some(value) = retry_after {
         headers.insert(header::RETRY_AFTER, value);
+    }
+    if let Some(value) = retry_after_ms {
+        headers.insert("retry-after-ms", value);
     }
     Ok(response)
 }

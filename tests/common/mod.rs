@@ -1,0 +1,414 @@
+//! The shared harness for integration tests: real `raftpay serve` processes on ephemeral ports
+//! and temporary data directories, with kill/pause/restart, an HTTP helper, and polling with
+//! deadlines (never bare sleeps). Every child process is killed when the cluster is dropped.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// How long a cluster may take to elect its first leader.
+pub const ELECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn tracing_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAFTPAY_TEST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Timing of the test nodes; the shipped defaults unless a test asks otherwise.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_logs_since_last: u64,
+    pub logs_kept_behind_snapshot: u64,
+    /// When set, nodes require it as a bearer token on `/v1/` and the harness sends it.
+    pub api_token: Option<String>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 50,
+            election_min_ms: 200,
+            election_max_ms: 400,
+            snapshot_logs_since_last: 20_000,
+            logs_kept_behind_snapshot: 1_000,
+            api_token: None,
+        }
+    }
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+pub struct TestCluster {
+    pub api_token: Option<String>,
+    pub dir: tempfile::TempDir,
+    pub nodes: BTreeMap<u64, TestNode>,
+    pub http: reqwest::Client,
+}
+
+/// A free port on 127.0.0.1 (bound and released; the race with other processes is tolerable
+/// in tests and shows up as a clear "address in use" at start).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn config_text(
+    id: u64,
+    addr: &str,
+    data_dir: &std::path::Path,
+    voters: &[(u64, String)],
+    timing: &Timing,
+    extra: &str,
+) -> String {
+    let voters: Vec<String> = voters
+        .iter()
+        .map(|(id, addr)| format!("{{ id = {id}, http_addr = \"{addr}\" }}"))
+        .collect();
+    format!(
+        "node_id = {id}\nhttp_addr = \"{addr}\"\ndata_dir = \"{}\"\n\n[cluster]\ninitial_voters = [{}]\n\n\
+         [raft]\nheartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
+         snapshot_logs_since_last = {}\nlogs_kept_behind_snapshot = {}\n{}{extra}",
+        data_dir.display(),
+        voters.join(", "),
+        timing.heartbeat_ms,
+        timing.election_min_ms,
+        timing.election_max_ms,
+        timing.snapshot_logs_since_last,
+        timing.logs_kept_behind_snapshot,
+        timing.api_token.as_ref().map_or(String::new(), |t| format!("\n[http]\napi_token = \"{t}\"\n")),
+    )
+}
+
+impl TestCluster {
+    /// Starts `n` voters and waits until they agree on a leader.
+    pub async fn start(n: u64) -> TestCluster {
+        Self::start_with(n, Timing::default(), "").await
+    }
+
+    /// Starts `n` voters with `timing`; `extra` is appended to every config file.
+    pub async fn start_with(n: u64, timing: Timing, extra: &str) -> TestCluster {
+        tracing_init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let voters: Vec<(u64, String)> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in &voters {
+            let data_dir = dir.path().join(format!("node{id}"));
+            let config = dir.path().join(format!("node{id}.toml"));
+            std::fs::write(
+                &config,
+                config_text(*id, addr, &data_dir, &voters, &timing, extra),
+            )
+            .expect("write config");
+            let log = dir.path().join(format!("node{id}.log"));
+            nodes.insert(
+                *id,
+                TestNode {
+                    id: *id,
+                    addr: addr.clone(),
+                    config,
+                    log,
+                    child: None,
+                },
+            );
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .expect("http client");
+        let mut cluster = TestCluster {
+            api_token: timing.api_token.clone(),
+            dir,
+            nodes,
+            http,
+        };
+        for id in 1..=n {
+            cluster.spawn(id);
+        }
+        cluster.leader_wait(ELECTION_DEADLINE).await;
+        cluster
+    }
+
+    /// Adds a node that is not an initial voter (config only; start it with `spawn`).
+    pub fn node_prepare(&mut self, id: u64, timing: &Timing) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&config, config_text(id, &addr, &data_dir, &[], timing, ""))
+            .expect("write config");
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.insert(
+            id,
+            TestNode {
+                id,
+                addr: addr.clone(),
+                config,
+                log,
+                child: None,
+            },
+        );
+        addr
+    }
+
+    /// Starts node `id`'s process (its log is appended to).
+    pub fn spawn(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        assert!(node.child.is_none(), "node {id} already runs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open log");
+        let child = Command::new(env!("CARGO_BIN_EXE_raftpay"))
+            .args(["serve", "--config"])
+            .arg(&node.config)
+            .env("RAFTPAY_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn raftpay");
+        tracing::info!(node = id, pid = child.id(), addr = %node.addr, "node started");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: the process dies at once, with whatever sled had not flushed.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            tracing::info!(node = id, "node killed (SIGKILL)");
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        if let Some(mut child) = node.child.take() {
+            signal(child.id(), "TERM");
+            let status = child.wait().expect("wait for node");
+            tracing::info!(node = id, ?status, "node stopped (SIGTERM)");
+        }
+    }
+
+    pub fn pause(&self, id: u64) {
+        signal(self.nodes[&id].pid().expect("running node"), "STOP");
+    }
+
+    pub fn resume(&self, id: u64) {
+        signal(self.nodes[&id].pid().expect("running node"), "CONT");
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.nodes[&id].addr
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .values()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// One request to one node: status and JSON body (Null when the body is not JSON).
+    pub async fn call(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.addr(id));
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.api_token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, id: u64, path: &str, body: Value) -> (u16, Value) {
+        self.call(id, reqwest::Method::POST, path, Some(&body))
+            .await
+    }
+
+    pub async fn get(&self, id: u64, path: &str) -> (u16, Value) {
+        self.call(id, reqwest::Method::GET, path, None).await
+    }
+
+    /// `/v1/cluster` of node `id`, or `None` when it does not answer.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let url = format!("http://{}/v1/cluster", self.addr(id));
+        let mut request = self.http.get(&url).timeout(Duration::from_secs(2));
+        if let Some(token) = &self.api_token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// Waits until every running node names the same leader, which itself runs; returns it.
+    pub async fn leader_wait(&self, deadline: Duration) -> u64 {
+        let until = Instant::now() + deadline;
+        loop {
+            let mut leaders = Vec::new();
+            for id in self.running() {
+                leaders.push(self.status(id).await.and_then(|s| s["leader_id"].as_u64()));
+            }
+            if let Some(Some(leader)) = leaders.first() {
+                if leaders.iter().all(|l| *l == Some(*leader)) && self.running().contains(leader) {
+                    return *leader;
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "no agreed leader within {deadline:?}: {leaders:?}\n{}",
+                self.logs_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same index with the same state hash.
+    pub async fn converged_wait(&self, deadline: Duration) -> Value {
+        let until = Instant::now() + deadline;
+        loop {
+            let mut states = Vec::new();
+            for id in self.running() {
+                states.push(self.status(id).await);
+            }
+            let key = |s: &Option<Value>| {
+                s.as_ref().map(|s| {
+                    (
+                        s["state_hash_index"].clone(),
+                        s["state_hash"].clone(),
+                        s["last_log_index"].clone(),
+                    )
+                })
+            };
+            if let Some(first) = states.first() {
+                if first.is_some() && states.iter().all(|s| key(s) == key(first)) {
+                    return first.clone().expect("checked");
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "nodes did not converge within {deadline:?}: {states:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for node in self.nodes.values() {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!(
+                "--- node {} ---\n{}\n",
+                node.id,
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            );
+        }
+        out
+    }
+
+    /// A retrying API client over every node.
+    pub fn client(&self) -> raftpay::client::Client {
+        raftpay::client::Client::new(&self.addrs(), self.api_token.as_deref()).expect("client")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            // A paused process would ignore nothing, but resume it so the kill is prompt.
+            if let Some(pid) = self.nodes[&id].pid() {
+                signal(pid, "CONT");
+            }
+            self.kill(id);
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs_tail());
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+pub fn account_body(id: &str, currency: &str, overdraft: bool) -> Value {
+    json!({"id": id, "currency": currency, "allow_overdraft": overdraft})
+}
+
+pub fn transfer_body(id: &str, from: &str, to: &str, amount: u64) -> Value {
+    json!({"id": id, "from": from, "to": to, "amount": amount})
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
