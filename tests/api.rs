@@ -494,9 +494,12 @@ async fn batches_are_decided_per_item_or_atomically() {
         .await;
     assert_eq!(status, 200, "{}", code(&answer));
     assert_eq!(answer["results"].as_array().unwrap().len(), 8190);
+    // b1 in, b4 out, c2 in, and one from each of the 8190 batch items.
+    let (b1, b4, c2, items) = (10, 10, 5, 8190);
+    let alice_expected = b1 - b4 + c2 + items;
     assert_eq!(
         balances(&cluster, 3, &["alice"]).await[0],
-        10 - 10 + 5 + 8190
+        alice_expected
     );
 }
 

@@ -207,7 +207,7 @@ async fn leader_kill_during_a_stream_loses_nothing() {
     for writer in writers {
         writer.await.unwrap();
     }
-    let history = history.lock().unwrap();
+    let history = std::mem::take(&mut *history.lock().unwrap());
     tracing::info!(
         acked = history.acked.len(),
         unknown = history.unknown.len(),
@@ -246,7 +246,7 @@ async fn killing_every_node_at_once_loses_no_acknowledged_transfer() {
         }
         cluster.leader_wait(Duration::from_secs(30)).await;
     }
-    let history = history.lock().unwrap();
+    let history = std::mem::take(&mut *history.lock().unwrap());
     assert!(history.acked.len() >= 600);
     verify(&cluster, &history).await;
     let (status, body) = cluster

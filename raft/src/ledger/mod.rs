@@ -3,6 +3,13 @@
 //! Pure: no tokio, sled, openraft, clock or randomness. Storage wraps it (see `crate::store`);
 //! [`MemLedger`] is the in-memory state used by unit and property tests.
 
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::arithmetic_side_effects
+)]
+
 mod apply;
 mod types;
 mod validate;
@@ -83,7 +90,9 @@ pub fn check_accounts<'a>(
     let mut sums: BTreeMap<&str, i128> = BTreeMap::new();
     let mut violations = Vec::new();
     for account in accounts {
-        *sums.entry(&account.currency).or_default() += i128::from(account.balance());
+        let sum = sums.entry(&account.currency).or_default();
+        // Fewer than 2^64 accounts of at most 2^63 each: the i128 sum cannot overflow.
+        *sum = sum.checked_add(i128::from(account.balance())).expect("i128 sum of i64 balances");
         if !account.allow_overdraft && account.balance() < 0 {
             violations.push(InvariantViolation::Negative {
                 id: account.id.clone(),
@@ -107,4 +116,5 @@ pub fn check_accounts<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests;

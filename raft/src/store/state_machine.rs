@@ -318,7 +318,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 continue;
             }
             assert!(
-                applied.map_or(true, |a| entry.log_id.index > a.index),
+                applied.is_none_or(|a| entry.log_id.index > a.index),
                 "applied index must only rise"
             );
             let results = match &entry.payload {

@@ -29,7 +29,7 @@ struct SledStoreBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for SledStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, machine) = open_both(dir.path());
+        let Opened { log, machine, .. } = opened(dir.path());
         Ok((dir, log, machine))
     }
 }
@@ -55,13 +55,6 @@ fn storage_open(dir: &Path) -> Arc<Storage> {
             Err(error) => panic!("open storage in {}: {error}", dir.display()),
         }
     }
-}
-
-fn open_both(dir: &Path) -> (LogStore, StateMachine) {
-    let storage = storage_open(dir);
-    let log = LogStore::open(Arc::clone(&storage)).expect("open log store");
-    let machine = StateMachine::open(storage).expect("open state machine");
-    (log, machine)
 }
 
 /// Waits until every handle on a [`Storage`] is gone, so that sled's lock on its files is free
