@@ -497,10 +497,7 @@ async fn batches_are_decided_per_item_or_atomically() {
     // b1 in, b4 out, c2 in, and one from each of the 8190 batch items.
     let (b1, b4, c2, items) = (10, 10, 5, 8190);
     let alice_expected = b1 - b4 + c2 + items;
-    assert_eq!(
-        balances(&cluster, 3, &["alice"]).await[0],
-        alice_expected
-    );
+    assert_eq!(balances(&cluster, 3, &["alice"]).await[0], alice_expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,8 @@ pub struct Timing {
     pub logs_kept_behind_snapshot: u64,
     /// When set, nodes require it as a bearer token on `/v1/` and the harness sends it.
     pub api_token: Option<String>,
+    /// When set, the cluster secret for `/raft/` routes.
+    pub secret: Option<String>,
 }
 
 impl Default for Timing {
@@ -45,6 +47,7 @@ impl Default for Timing {
             snapshot_logs_since_last: 20_000,
             logs_kept_behind_snapshot: 1_000,
             api_token: None,
+            secret: None,
         }
     }
 }
@@ -90,11 +93,12 @@ fn config_text(
         .map(|(id, addr)| format!("{{ id = {id}, http_addr = \"{addr}\" }}"))
         .collect();
     format!(
-        "node_id = {id}\nhttp_addr = \"{addr}\"\ndata_dir = \"{}\"\n\n[cluster]\ninitial_voters = [{}]\n\n\
+        "node_id = {id}\nhttp_addr = \"{addr}\"\ndata_dir = \"{}\"\n\n[cluster]\ninitial_voters = [{}]\n{}\n\
          [raft]\nheartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
          snapshot_logs_since_last = {}\nlogs_kept_behind_snapshot = {}\n{}{extra}",
         data_dir.display(),
         voters.join(", "),
+        timing.secret.as_ref().map_or(String::new(), |secret| format!("secret = \"{secret}\"\n")),
         timing.heartbeat_ms,
         timing.election_min_ms,
         timing.election_max_ms,

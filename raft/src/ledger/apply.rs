@@ -291,15 +291,24 @@ impl<'base, R: LedgerRead + ?Sized> Overlay<'base, R> {
         mut from: Account,
         mut to: Account,
     ) -> TransferOutcome {
-        let seq = self.seq_last().checked_add(1).expect("2^64 transfers are never posted");
+        let seq = self
+            .seq_last()
+            .checked_add(1)
+            .expect("2^64 transfers are never posted");
         let pair_sum = |a: &Account, b: &Account| {
             i128::from(a.balance())
                 .checked_add(i128::from(b.balance()))
                 .expect("the sum of two i64 fits an i128")
         };
         let balance_before = pair_sum(&from, &to);
-        from.debits = from.debits.checked_add(spec.amount).expect("checked in transfer_check");
-        to.credits = to.credits.checked_add(spec.amount).expect("checked in transfer_check");
+        from.debits = from
+            .debits
+            .checked_add(spec.amount)
+            .expect("checked in transfer_check");
+        to.credits = to
+            .credits
+            .checked_add(spec.amount)
+            .expect("checked in transfer_check");
         assert!(from.debits <= AMOUNT_MAX);
         assert!(to.credits <= AMOUNT_MAX);
         assert!(from.allow_overdraft || from.balance() >= 0);
@@ -311,8 +320,14 @@ impl<'base, R: LedgerRead + ?Sized> Overlay<'base, R> {
 
         let mut totals = self.totals(&from.currency);
         // u128 sums of u64 amounts: 2^64 transfers of the largest amount still fit.
-        totals.debits = totals.debits.checked_add(u128::from(spec.amount)).expect("u128 total");
-        totals.credits = totals.credits.checked_add(u128::from(spec.amount)).expect("u128 total");
+        totals.debits = totals
+            .debits
+            .checked_add(u128::from(spec.amount))
+            .expect("u128 total");
+        totals.credits = totals
+            .credits
+            .checked_add(u128::from(spec.amount))
+            .expect("u128 total");
         assert_eq!(
             totals.debits, totals.credits,
             "currency {} is not conserved",

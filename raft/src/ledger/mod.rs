@@ -92,7 +92,9 @@ pub fn check_accounts<'a>(
     for account in accounts {
         let sum = sums.entry(&account.currency).or_default();
         // Fewer than 2^64 accounts of at most 2^63 each: the i128 sum cannot overflow.
-        *sum = sum.checked_add(i128::from(account.balance())).expect("i128 sum of i64 balances");
+        *sum = sum
+            .checked_add(i128::from(account.balance()))
+            .expect("i128 sum of i64 balances");
         if !account.allow_overdraft && account.balance() < 0 {
             violations.push(InvariantViolation::Negative {
                 id: account.id.clone(),

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec;
-use crate::ledger::{check_accounts, Changes, CommandResult, Overlay};
+use crate::ledger::{check_accounts, Account, Changes, CommandResult, Overlay};
 use crate::store::reader::{
     account_key, history_key, totals_key, transfer_key, LedgerReader, SledView, KEY_APPLIED,
     KEY_HASH, KEY_MEMBERSHIP, KEY_SEQ_LAST,
@@ -34,6 +34,46 @@ const SNAPSHOT_SUFFIX: &str = ".bin";
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// SHA-256 over every key and value, in order: a flipped bit in an amount still decodes.
+    checksum: [u8; 32],
+}
+
+pub(crate) fn pairs_checksum(pairs: &[(Vec<u8>, Vec<u8>)]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for (key, value) in pairs {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key);
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+    }
+    hasher.finalize().into()
+}
+
+impl SnapshotData {
+    fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> SnapshotData {
+        let checksum = pairs_checksum(&pairs);
+        SnapshotData { pairs, checksum }
+    }
+
+    /// Decodes snapshot data and proves it sound before anything is written: the checksum
+    /// matches, every account decodes, and the accounts keep the ledger invariants.
+    fn decode_verified(data: &[u8]) -> Result<SnapshotData, String> {
+        let decoded: SnapshotData = codec::decode(data).map_err(|e| e.to_string())?;
+        if pairs_checksum(&decoded.pairs) != decoded.checksum {
+            return Err("snapshot checksum mismatch".into());
+        }
+        let mut accounts = Vec::new();
+        for (key, value) in &decoded.pairs {
+            if key.starts_with(b"a/") {
+                let account: Account =
+                    codec::decode(value).map_err(|e| format!("account in snapshot: {e}"))?;
+                accounts.push(account);
+            }
+        }
+        check_accounts(&accounts)
+            .map_err(|violations| format!("snapshot breaks ledger invariants: {violations:?}"))?;
+        Ok(decoded)
+    }
 }
 
 /// A snapshot as persisted on disk.
@@ -127,7 +167,10 @@ fn snapshot_write(dir: &Path, stored: &StoredSnapshot) -> io::Result<()> {
 
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync the directory.
 fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = path.with_extension("tmp");
+    // Unique per write: a snapshot build and an install may write the same index at once.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp{n}"));
     let mut file = std::fs::File::create(&temp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -163,7 +206,9 @@ impl StateMachine {
             if stored.meta.last_log_id > machine.applied {
                 tracing::warn!(snapshot = ?stored.meta.last_log_id, applied = ?machine.applied,
                     "state is behind the persisted snapshot; installing it again");
-                machine.install_data(&stored.meta, &stored.data)?;
+                let data = SnapshotData::decode_verified(&stored.data)
+                    .map_err(|e| snapshot_error(Some(&stored.meta), ErrorVerb::Read, e))?;
+                machine.install_data(&stored.meta, data)?;
             }
         }
         Ok(machine)
@@ -208,11 +253,12 @@ impl StateMachine {
             .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))
     }
 
-    /// Replaces the whole state tree with the snapshot's, in one atomic batch, then checks the
-    /// ledger invariants over the installed accounts.
-    fn install_data(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let decoded: SnapshotData =
-            codec::decode(data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+    /// Replaces the whole state tree with the (verified) snapshot's, in one atomic batch.
+    fn install_data(
+        &mut self,
+        meta: &SnapshotMeta,
+        decoded: SnapshotData,
+    ) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         for key in self.storage.state.iter().keys() {
             batch.remove(key.map_err(|e| sm_error(ErrorVerb::Read, e))?);
@@ -231,15 +277,7 @@ impl StateMachine {
         self.storage
             .sync()
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
-        self.load_from_tree()?;
-        let accounts = self
-            .reader
-            .accounts()
-            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
-        if let Err(violations) = check_accounts(&accounts) {
-            panic!("installed snapshot breaks ledger invariants: {violations:?}");
-        }
-        Ok(())
+        self.load_from_tree()
     }
 
     /// Writes an apply call's changes and the new applied state as one batch.
@@ -360,7 +398,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.snapshots_built += 1;
         SnapshotBuilder {
-            copy: error.map_or(Ok(SnapshotData { pairs }), Err),
+            copy: error.map_or_else(|| Ok(SnapshotData::new(pairs)), Err),
             applied: self.applied,
             membership: self.membership.clone(),
             dir: self.snapshot_dir.clone(),
@@ -383,6 +421,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
+        // Verified before anything is written: a bad snapshot is refused and leaves no trace.
+        let decoded = SnapshotData::decode_verified(&data)
+            .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -390,7 +431,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Durable first: if we crash while replacing the tree, open() installs it again.
         snapshot_write(&self.snapshot_dir, &stored)
             .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
-        self.install_data(meta, &stored.data)?;
+        self.install_data(meta, decoded)?;
         tracing::info!(applied = ?self.applied, "snapshot installed");
         Ok(())
     }

@@ -968,6 +968,7 @@ async fn a_snapshot_that_failed_to_install_is_not_kept() {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotPairs {
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    checksum: [u8; 32],
 }
 
 #[tokio::test]
@@ -979,7 +980,9 @@ async fn a_snapshot_with_a_damaged_state_is_rejected_without_installing_it() {
     // that machine and compare with its state before; every breach is collected.
     let mut breaches = Vec::new();
     type Damage = fn(&mut Vec<u8>);
-    let variants: [(&str, Damage); 2] = [
+    // The first two keep a valid checksum (the state checks must catch them); the last is a
+    // flipped bit the checksum must catch.
+    let variants: [(&str, Damage); 3] = [
         ("undecodable account", |value| {
             *value = b"\x01\xff\xff".to_vec()
         }),
@@ -987,6 +990,10 @@ async fn a_snapshot_with_a_damaged_state_is_rejected_without_installing_it() {
             let mut alice: Account = crate::codec::decode(value).expect("decode alice");
             alice.credits += 1_000;
             *value = crate::codec::encode(&alice).expect("encode alice");
+        }),
+        ("flipped bit, checksum not updated", |value| {
+            let last = value.len() - 1;
+            value[last] ^= 1;
         }),
     ];
     for (what, damage) in variants {
@@ -1002,6 +1009,9 @@ async fn a_snapshot_with_a_damaged_state_is_rejected_without_installing_it() {
             .find(|(key, _)| *key == alice)
             .expect("alice in the snapshot");
         damage(value);
+        if !what.starts_with("flipped") {
+            snapshot.checksum = super::state_machine::pairs_checksum(&snapshot.pairs);
+        }
         let bytes = crate::codec::encode(&snapshot).expect("encode snapshot");
 
         tracing::info!(what, "install a snapshot with a damaged state");
