@@ -23,7 +23,7 @@ pub const EXIT_API_ERROR: u8 = 1;
 /// Exit code when no node gave a definite answer before the retry deadline.
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// Largest amount the contract accepts (2^63 - 1 minor units).
-const AMOUNT_MAX: u64 = u64::MAX >> 1;
+use raftpay_raft::ledger::AMOUNT_MAX;
 /// `history --all` stops after this many pages, so a misbehaving server cannot loop it forever.
 const HISTORY_PAGES_MAX: usize = 100_000;
 

@@ -208,7 +208,7 @@ mod tests {
         assert!(parse(&format!("{base}unknown = 1\n")).is_err());
         assert!(parse(&base.replace("node_id = 1", "node_id = 0")).is_err());
         assert!(parse(&format!("{base}[raft]\nheartbeat_interval_ms = 600\n")).is_err());
-        assert!(parse(&format!("{base}[raft]\nelection_timeout_max_ms = 400\n")).is_err());
+        assert!(parse(&format!("{base}[raft]\nelection_timeout_max_ms = 150\n")).is_err());
         let twice = "[cluster]\ninitial_voters = [{id = 2, http_addr = \"a\"}, {id = 2, http_addr = \"b\"}]\n";
         assert!(parse(&format!("{base}{twice}")).is_err());
         let wrong_addr = "[cluster]\ninitial_voters = [{id = 1, http_addr = \"127.0.0.1:2\"}]\n";

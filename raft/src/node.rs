@@ -129,6 +129,9 @@ impl Node {
     /// # Errors
     /// When storage cannot be opened or recovered, or openraft refuses the configuration.
     pub async fn start(options: NodeOptions) -> Result<Node, StartError> {
+        if cfg!(feature = "unsafe-ack-before-flush") {
+            tracing::error!("NEGATIVE-CONTROL BUILD: log appends are acknowledged before they are durable; never run this in production");
+        }
         let config = Arc::new(raft_config(&options)?);
         let storage = Arc::new(
             Storage::open(&options.data_dir).map_err(|e| StartError::Storage(e.to_string()))?,
@@ -425,12 +428,25 @@ fn command_weight(command: &Command) -> usize {
 /// commands) and proposes them as one log entry. It does not wait for the commit, so the next
 /// entry can be proposed while this one replicates; a spawned task hands out the results.
 async fn proposer_run(raft: Raft, mut write_rx: mpsc::Receiver<PendingWrite>) {
-    while let Some(first) = write_rx.recv().await {
+    // A write that did not fit the previous entry opens the next one.
+    let mut carried: Option<PendingWrite> = None;
+    loop {
+        let first = match carried.take() {
+            Some(write) => write,
+            None => match write_rx.recv().await {
+                Some(write) => write,
+                None => break,
+            },
+        };
         let mut weight = command_weight(&first.command);
         let mut writes = vec![first];
-        while weight < PROPOSAL_COMMANDS_MAX {
-            let Ok(next) = write_rx.try_recv() else { break };
-            weight += command_weight(&next.command);
+        while let Ok(next) = write_rx.try_recv() {
+            let next_weight = command_weight(&next.command);
+            if weight + next_weight > PROPOSAL_COMMANDS_MAX {
+                carried = Some(next);
+                break;
+            }
+            weight += next_weight;
             writes.push(next);
         }
         let (commands, replies): (Vec<_>, Vec<_>) =

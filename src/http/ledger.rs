@@ -207,6 +207,9 @@ pub async fn account_create(
             Ok((created_status(created), Json(account_json(&account))).into_response())
         }
         Written::Here(CommandResult::AccountIdConflict) => Err(conflict("account", &id)),
+        Written::Here(CommandResult::AccountInvalid(rejection)) => {
+            Err(ApiError::Rejected(rejection))
+        }
         Written::Here(other) => Err(ApiError::Internal(format!(
             "account create answered {other:?}"
         ))),

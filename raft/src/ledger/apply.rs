@@ -149,9 +149,12 @@ impl<'base, R: LedgerRead + ?Sized> Overlay<'base, R> {
     }
 
     fn account_create(&mut self, spec: &AccountSpec) -> CommandResult {
-        if validate_account(spec).is_err() {
+        if let Err(error) = validate_account(spec) {
             // Proposers validate first; an invalid entry changes nothing.
-            return CommandResult::AccountIdConflict;
+            return CommandResult::AccountInvalid(Rejection {
+                code: RejectionCode::InvalidRequest,
+                message: error.0,
+            });
         }
         if let Some(existing) = self.account(&spec.id) {
             let same = existing.currency == spec.currency

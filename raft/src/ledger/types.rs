@@ -167,8 +167,14 @@ impl TransferResult {
 /// The result of one command, in the order of the proposal's commands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
-    Account { account: Account, created: bool },
+    Account {
+        account: Account,
+        created: bool,
+    },
     AccountIdConflict,
     Transfer(TransferResult),
     Batch(Vec<TransferResult>),
+    /// An account command that breaks a validation rule (proposers validate first, so never
+    /// expected); nothing changed.
+    AccountInvalid(Rejection),
 }

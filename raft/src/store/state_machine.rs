@@ -285,6 +285,7 @@ impl StateMachine {
         &self,
         changes: &Changes,
         applied: Option<LogId>,
+        membership: &StoredMembership,
         hash: &[u8; 32],
     ) -> Result<(), StorageError> {
         let encode =
@@ -309,7 +310,7 @@ impl StateMachine {
             batch.insert(KEY_SEQ_LAST, encode(&seq_last)?);
         }
         batch.insert(KEY_APPLIED, encode(&applied)?);
-        batch.insert(KEY_MEMBERSHIP, encode(&self.membership)?);
+        batch.insert(KEY_MEMBERSHIP, encode(membership)?);
         batch.insert(KEY_HASH, encode(hash)?);
         self.storage
             .state
@@ -348,6 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut applied = self.applied;
         let mut hash = self.hash;
+        let mut membership = None;
         for entry in entries {
             if Some(entry.log_id) <= applied {
                 // Replay after a crash: already in the state.
@@ -364,8 +366,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(proposal) => {
                     proposal.commands.iter().map(|c| overlay.apply(c)).collect()
                 }
-                EntryPayload::Membership(membership) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
+                EntryPayload::Membership(config) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), config.clone()));
                     Vec::new()
                 }
             };
@@ -377,8 +379,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(error) = view.take_error() {
             return Err(sm_error(ErrorVerb::Read, error));
         }
-        self.persist(&changes, applied, &hash)?;
+        let membership = membership.unwrap_or_else(|| self.membership.clone());
+        self.persist(&changes, applied, &membership, &hash)?;
+        // Point of no return: the batch is written; memory follows.
         self.applied = applied;
+        self.membership = membership;
         self.hash = hash;
         Ok(responses)
     }
