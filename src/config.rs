@@ -32,6 +32,10 @@ pub struct ClusterConfig {
     pub initial_voters: Vec<Peer>,
     /// When set, node-to-node `/raft/` calls must present it.
     pub secret: Option<String>,
+    /// Bind outgoing connections to other nodes to this node's own IP (from `http_addr`), so
+    /// firewall rules can tell the nodes apart when they share a host (the chaos suite does).
+    #[serde(default)]
+    pub bind_outgoing: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,10 +154,24 @@ impl Config {
                 ));
             }
         }
+        if self.cluster.bind_outgoing && self.outgoing_ip().is_none() {
+            return Err("cluster: bind_outgoing needs http_addr to be an IP:port".into());
+        }
         if self.http.body_bytes_max == 0 {
             return Err("http: body_bytes_max must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The local IP for outgoing connections, when `bind_outgoing` is set.
+    pub fn outgoing_ip(&self) -> Option<std::net::IpAddr> {
+        if !self.cluster.bind_outgoing {
+            return None;
+        }
+        self.http_addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|addr| addr.ip())
     }
 
     pub fn node_options(&self) -> NodeOptions {
@@ -169,6 +187,7 @@ impl Config {
                 .map(|peer| (peer.id, peer.http_addr.clone()))
                 .collect::<BTreeMap<_, _>>(),
             secret: self.cluster.secret.clone(),
+            outgoing_ip: self.outgoing_ip(),
             heartbeat_interval: Duration::from_millis(raft.heartbeat_interval_ms),
             election_timeout_min: Duration::from_millis(raft.election_timeout_min_ms),
             election_timeout_max: Duration::from_millis(raft.election_timeout_max_ms),

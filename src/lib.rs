@@ -8,4 +8,5 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod plot;
 pub mod server;

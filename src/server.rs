@@ -32,6 +32,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         api_token: config.http.api_token.clone(),
         forward_timeout: Duration::from_millis(config.http.forward_timeout_ms),
         started,
+        outgoing_ip: config.outgoing_ip(),
     };
     let app = App::new(
         node.clone(),

@@ -58,8 +58,12 @@ pub struct Network {
 impl Network {
     /// # Errors
     /// When the HTTP client cannot be built (TLS or resolver setup).
-    pub fn new(secret: Option<String>) -> Result<Network, reqwest::Error> {
+    pub fn new(
+        secret: Option<String>,
+        local_ip: Option<std::net::IpAddr>,
+    ) -> Result<Network, reqwest::Error> {
         let client = reqwest::Client::builder()
+            .local_address(local_ip)
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)

@@ -34,6 +34,8 @@ pub struct NodeOptions {
     /// The voters the cluster is born with; used once, on a pristine data dir.
     pub initial_voters: BTreeMap<NodeId, String>,
     pub secret: Option<String>,
+    /// Local IP that outgoing node-to-node connections bind to (`None`: the OS chooses).
+    pub outgoing_ip: Option<std::net::IpAddr>,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
@@ -144,8 +146,8 @@ impl Node {
         let state_machine = StateMachine::open(Arc::clone(&storage))
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let reader = state_machine.reader();
-        let network =
-            Network::new(options.secret.clone()).map_err(|e| StartError::Raft(e.to_string()))?;
+        let network = Network::new(options.secret.clone(), options.outgoing_ip)
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         let log_reader = log_store.clone();
         let raft = Raft::new(options.node_id, config, network, log_store, state_machine)
             .await

@@ -43,6 +43,8 @@ pub struct Settings {
     pub api_token: Option<String>,
     pub forward_timeout: Duration,
     pub started: Instant,
+    /// Local IP for forwarded requests (see `cluster.bind_outgoing`).
+    pub outgoing_ip: Option<std::net::IpAddr>,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
         settings: Settings,
     ) -> Result<App, reqwest::Error> {
         let forwarder = reqwest::Client::builder()
+            .local_address(settings.outgoing_ip)
             .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(500))
