@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run a local raftpay cluster on 127.0.0.1: node N serves HTTP on port 7000+N (7001, 7002, ...).
+# Run a local raftpay cluster on 127.0.0.1: node N serves HTTP on port 7000+N (7001, 7002, ...),
+# or RAFTPAY_PORT_BASE+N.
 #
 # Every node is a background process with a pid file and a log file in the data directory.
 # Processes are only ever signalled by the pid in their pid file (checked with `kill -0` and,
@@ -38,6 +39,8 @@ Environment:
   RAFTPAY_BIN        raftpay binary to run; when set, `start` does not build
                      (default: target/release/raftpay, built by `start`)
   RAFTPAY_API_TOKEN  sent as `Authorization: Bearer <token>` if the nodes require one
+  RAFTPAY_PORT_BASE  node N serves on port RAFTPAY_PORT_BASE+N (default 7000); use another base
+                     (with its own RAFTPAY_DATA) to run a second cluster beside the first
 EOF
 }
 
@@ -89,9 +92,14 @@ fi
 case $data_dir in
     *[\"\\\|\&]* | *$'\n'*) die "data directory path must not contain \" \\ | & or newlines: $data_dir" ;;
 esac
-# The checked-in configs put data in data/nodeN; any other directory gets generated configs.
+port_base=${RAFTPAY_PORT_BASE:-7000}
+if ! [[ $port_base =~ ^[1-9][0-9]{3,4}$ ]] || ((port_base > 65000)); then
+    die "RAFTPAY_PORT_BASE must be a port number in 1000..65000, got '$port_base'"
+fi
+# The checked-in configs put data in data/nodeN on ports 7001-7003; any other directory or port
+# base gets generated configs.
 data_is_default=false
-[[ $data_dir == "$repo_root/data" ]] && data_is_default=true
+[[ $data_dir == "$repo_root/data" && $port_base == 7000 ]] && data_is_default=true
 configs_dir="$data_dir/configs"
 
 data_dir_create() {
@@ -112,7 +120,7 @@ node_number_check() { # $1: argument that must be a node number
     fi
 }
 
-node_port() { echo $((7000 + $1)); }
+node_port() { echo $((port_base + $1)); }
 node_url() { echo "http://127.0.0.1:$(node_port "$1")"; }
 node_pid_file() { echo "$data_dir/node$1.pid"; }
 node_log_file() { echo "$data_dir/node$1.log"; }
@@ -135,7 +143,12 @@ config_base_generate() { # $1: node number
     config=$(node_config "$1")
     [[ -f $template ]] || die "missing $template"
     mkdir -p "$configs_dir"
-    sed -e "s|^data_dir = \"[^\"]*\"|data_dir = \"$data_dir/node$1\"|" "$template" >"$config.tmp"
+    local base_addresses=() m
+    for m in "${BASE_NODES[@]}"; do
+        base_addresses+=(-e "s|\"127\.0\.0\.1:$((7000 + m))\"|\"127.0.0.1:$(node_port "$m")\"|g")
+    done
+    sed -e "s|^data_dir = \"[^\"]*\"|data_dir = \"$data_dir/node$1\"|" "${base_addresses[@]}" \
+        "$template" >"$config.tmp"
     mv "$config.tmp" "$config"
 }
 

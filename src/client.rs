@@ -506,6 +506,17 @@ impl Client {
         self
     }
 
+    /// The same client — nodes, token, timeouts and the one keep-alive connection pool — with a
+    /// preferred node of its own, starting at node `index` (modulo the number of nodes). Many
+    /// concurrent callers (the bench's client tasks) spread over the nodes this way, and each
+    /// fails over on its own, while all of them share connections.
+    pub fn with_node_first(&self, index: usize) -> Self {
+        let mut client = self.clone();
+        // `new` refuses an empty node list, so the modulo is never by zero.
+        client.node_preferred = Arc::new(AtomicUsize::new(index % self.nodes.len()));
+        client
+    }
+
     /// The normalised base URLs, in the order given.
     pub fn nodes(&self) -> &[String] {
         &self.nodes

@@ -39,6 +39,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Load the cluster with transfers; measure throughput, latency and failover; check that
+    /// money was conserved.
+    Bench(raftpay::bench::BenchArgs),
     #[command(flatten)]
     Client(raftpay::cli::ClientCommand),
 }
@@ -66,6 +69,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             let config = raftpay::config::Config::load(&config).context("configuration")?;
             raftpay::server::serve(config).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            logging_init(cli.log_format, "warn");
+            raftpay::bench::run(cli.client, args).await
         }
         Command::Client(command) => {
             logging_init(cli.log_format, "warn");
