@@ -3,6 +3,7 @@
 //! `raftpay-raft` crate; this crate wires it to the network.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -17,11 +17,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ledger::{validate_command, Command, CommandResult, InvalidRequest};
 use crate::network::{Network, RpcServer};
-use crate::store::{LedgerReader, LogStore, StateMachine, Storage};
+use crate::store::{Backup, LedgerReader, LogStore, StateMachine, Storage};
 use crate::typ::{NodeId, Proposal, Raft, TypeConfig};
 
 /// Most commands (transfers count one each) coalesced into one log entry.
 pub const PROPOSAL_COMMANDS_MAX: usize = 8192;
+/// Most log entries proposed and not yet applied; see `proposer_run`.
+pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 /// Most writes waiting for the proposer; past it, writes are refused at once (`Overloaded`).
 pub const WRITE_QUEUE_MAX: usize = 16_384;
 
@@ -159,7 +161,11 @@ impl Node {
 
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE_MAX);
         // The proposer: runs until every sender (every clone of this node) is dropped.
-        tokio::spawn(proposer_run(raft.clone(), write_rx));
+        tokio::spawn(proposer_run(
+            raft.clone(),
+            write_rx,
+            PROPOSALS_IN_FLIGHT_MAX,
+        ));
         let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone());
         Ok(Node {
             inner: Arc::new(NodeInner {
@@ -386,6 +392,32 @@ impl Node {
         }
     }
 
+    /// A consistent copy of this node's ledger at a known applied index: builds a snapshot
+    /// covering everything applied when called, then wraps it as a [`Backup`].
+    ///
+    /// # Errors
+    /// When the snapshot cannot be built in `deadline` or does not verify.
+    pub async fn backup(&self, deadline: Duration) -> Result<Backup, String> {
+        let raft = &self.inner.raft;
+        let applied = raft.metrics().borrow().last_applied;
+        raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+        raft.wait(Some(deadline))
+            .metrics(
+                |m| m.snapshot >= applied,
+                "backup: snapshot covers the applied index",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let snapshot = raft
+            .get_snapshot()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no snapshot after building one")?;
+        let backup = Backup::from_snapshot(snapshot).map_err(|e| e.to_string())?;
+        tracing::info!(applied = ?backup.applied, seq_last = backup.seq_last, "backup taken");
+        Ok(backup)
+    }
+
     /// Stops openraft (and with it storage I/O).
     pub async fn shutdown(&self) {
         if let Err(error) = self.inner.raft.shutdown().await {
@@ -427,9 +459,16 @@ fn command_weight(command: &Command) -> usize {
 }
 
 /// Group commit: takes every write queued behind the first (up to [`PROPOSAL_COMMANDS_MAX`]
-/// commands) and proposes them as one log entry. It does not wait for the commit, so the next
-/// entry can be proposed while this one replicates; a spawned task hands out the results.
-async fn proposer_run(raft: Raft, mut write_rx: mpsc::Receiver<PendingWrite>) {
+/// commands) and proposes them as one log entry. At most `in_flight_max` entries are in flight
+/// (proposed, not yet applied); while they are, writes queue up and form the next, larger entry.
+/// Under light load an entry leaves at once; under heavy load entries grow, and every log append,
+/// replication round and fsync carries many transfers. A spawned task hands out the results.
+async fn proposer_run(
+    raft: Raft,
+    mut write_rx: mpsc::Receiver<PendingWrite>,
+    in_flight_max: usize,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     // A write that did not fit the previous entry opens the next one.
     let mut carried: Option<PendingWrite> = None;
     loop {
@@ -439,6 +478,10 @@ async fn proposer_run(raft: Raft, mut write_rx: mpsc::Receiver<PendingWrite>) {
                 Some(write) => write,
                 None => break,
             },
+        };
+        // Wait for room in the pipeline; writes arriving meanwhile join this entry.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break; // The semaphore is never closed; kept total for clarity.
         };
         let mut weight = command_weight(&first.command);
         let mut writes = vec![first];
@@ -457,7 +500,10 @@ async fn proposer_run(raft: Raft, mut write_rx: mpsc::Receiver<PendingWrite>) {
         match raft.client_write_ff(Proposal { commands }).await {
             // Waits for the entry's commit and apply; ends when openraft answers or drops it.
             Ok(responder) => {
-                tokio::spawn(async move { replies_send(replies, responder.await) });
+                tokio::spawn(async move {
+                    replies_send(replies, responder.await);
+                    drop(permit);
+                });
             }
             Err(fatal) => replies_fail(replies, &WriteError::Unavailable(fatal.to_string())),
         }

@@ -137,6 +137,39 @@ pub async fn node_remove(
     membership_answer(&app, &request, result).await
 }
 
+/// How long a backup may wait for its snapshot.
+const BACKUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `GET /v1/backup`: this node's ledger at a known applied index, as a self-checking file.
+#[tracing::instrument(level = "info", skip_all)]
+pub async fn backup(State(app): State<App>) -> Result<Response, ApiError> {
+    let backup = app
+        .node
+        .backup(BACKUP_DEADLINE)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let bytes = backup
+        .to_bytes()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let applied = backup.applied.map_or(0, |id| id.index);
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (
+            header::HeaderName::from_static("x-raftpay-backup-index"),
+            applied.to_string(),
+        ),
+        (
+            header::HeaderName::from_static("x-raftpay-backup-seq"),
+            backup.seq_last.to_string(),
+        ),
+        (
+            header::HeaderName::from_static("x-raftpay-backup-state-hash"),
+            backup.state_hash.clone(),
+        ),
+    ];
+    Ok((headers, bytes).into_response())
+}
+
 pub async fn health() -> Response {
     (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
 }

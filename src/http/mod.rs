@@ -84,6 +84,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/cluster/learners", post(cluster::learner_add))
         .route("/v1/cluster/voters", post(cluster::voters_set))
         .route("/v1/cluster/nodes/{id}", delete(cluster::node_remove))
+        .route("/v1/backup", get(cluster::backup))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth))
         // Our extractor maps the limit to 413 with the contract's body.
         .layer(DefaultBodyLimit::max(app.settings.body_bytes_max));

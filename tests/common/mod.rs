@@ -116,6 +116,13 @@ impl TestCluster {
 
     /// Starts `n` voters with `timing`; `extra` is appended to every config file.
     pub async fn start_with(n: u64, timing: Timing, extra: &str) -> TestCluster {
+        let mut cluster = Self::prepare(n, timing, extra);
+        cluster.start_prepared().await;
+        cluster
+    }
+
+    /// Writes the configs of `n` voters without starting them.
+    pub fn prepare(n: u64, timing: Timing, extra: &str) -> TestCluster {
         tracing_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let voters: Vec<(u64, String)> = (1..=n)
@@ -147,17 +154,21 @@ impl TestCluster {
             .timeout(Duration::from_secs(15))
             .build()
             .expect("http client");
-        let mut cluster = TestCluster {
+        TestCluster {
             api_token: timing.api_token.clone(),
             dir,
             nodes,
             http,
-        };
-        for id in 1..=n {
-            cluster.spawn(id);
         }
-        cluster.leader_wait(ELECTION_DEADLINE).await;
-        cluster
+    }
+
+    /// Starts every prepared node and waits for a leader.
+    pub async fn start_prepared(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.spawn(id);
+        }
+        self.leader_wait(ELECTION_DEADLINE).await;
     }
 
     /// Adds a node that is not an initial voter (config only; start it with `spawn`).

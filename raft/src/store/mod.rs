@@ -6,6 +6,7 @@
 // unbox it again at the trait boundary.
 #![allow(clippy::result_large_err)]
 
+mod backup;
 mod log;
 mod reader;
 mod state_machine;
@@ -14,6 +15,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use backup::{Backup, BackupError};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
 pub use state_machine::StateMachine;

@@ -32,8 +32,8 @@ const SNAPSHOT_SUFFIX: &str = ".bin";
 
 /// A snapshot's data: every key and value of the state tree.
 #[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+pub(crate) struct SnapshotData {
+    pub(crate) pairs: Vec<(Vec<u8>, Vec<u8>)>,
     /// SHA-256 over every key and value, in order: a flipped bit in an amount still decodes.
     checksum: [u8; 32],
 }
@@ -50,14 +50,14 @@ pub(crate) fn pairs_checksum(pairs: &[(Vec<u8>, Vec<u8>)]) -> [u8; 32] {
 }
 
 impl SnapshotData {
-    fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> SnapshotData {
+    pub(crate) fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> SnapshotData {
         let checksum = pairs_checksum(&pairs);
         SnapshotData { pairs, checksum }
     }
 
     /// Decodes snapshot data and proves it sound before anything is written: the checksum
     /// matches, every account decodes, and the accounts keep the ledger invariants.
-    fn decode_verified(data: &[u8]) -> Result<SnapshotData, String> {
+    pub(crate) fn decode_verified(data: &[u8]) -> Result<SnapshotData, String> {
         let decoded: SnapshotData = codec::decode(data).map_err(|e| e.to_string())?;
         if pairs_checksum(&decoded.pairs) != decoded.checksum {
             return Err("snapshot checksum mismatch".into());
@@ -73,6 +73,23 @@ impl SnapshotData {
         check_accounts(&accounts)
             .map_err(|violations| format!("snapshot breaks ledger invariants: {violations:?}"))?;
         Ok(decoded)
+    }
+
+    /// The state hash (hex), the last seq and the number of accounts held.
+    pub(crate) fn summary(&self) -> Result<(String, u64, u64), String> {
+        let mut hash = [0u8; 32];
+        let mut seq_last = 0;
+        let mut accounts = 0u64;
+        for (key, value) in &self.pairs {
+            if key.as_slice() == KEY_HASH {
+                hash = codec::decode(value).map_err(|e| e.to_string())?;
+            } else if key.as_slice() == KEY_SEQ_LAST {
+                seq_last = codec::decode(value).map_err(|e| e.to_string())?;
+            } else if key.starts_with(b"a/") {
+                accounts = accounts.saturating_add(1);
+            }
+        }
+        Ok((hex::encode(hash), seq_last, accounts))
     }
 }
 
