@@ -10,5 +10,6 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod observe;
 pub mod plot;
 pub mod server;

@@ -2,6 +2,7 @@
 //! the Raft and ledger gauges, read from the node when scraped. Names follow Prometheus
 //! conventions: `raftpay_` prefix, units in the name, `_total` for counters.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use openraft::ServerState;
@@ -9,6 +10,9 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use raftpay_raft::node::Node;
+use raftpay_raft::stats::{Stats, PROPOSAL_SIZE_BUCKETS, REJECTION_CODES};
+
+use crate::observe::LeaderWatch;
 
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +41,105 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
         .register(Box::new(gauge.clone()))
         .expect("each metric is registered once");
     gauge
+}
+
+/// Appends one metric family in the text format; each sample is (suffix and labels, value).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// The node's own counters (kept as atomics in the ledger crate and by the leader watcher).
+fn counters_render(out: &mut String, stats: &Stats, leaders: &LeaderWatch) {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let one = |value: String| vec![(String::new(), value)];
+    family(
+        out,
+        "raftpay_raft_leader_changes_total",
+        "counter",
+        "Leader changes this node saw",
+        &one(leaders.changes_total().to_string()),
+    );
+    family(
+        out,
+        "raftpay_raft_leaderless_seconds_total",
+        "counter",
+        "Time this node knew no leader",
+        &one(format!("{:.3}", leaders.leaderless().as_secs_f64())),
+    );
+    family(
+        out,
+        "raftpay_proposals_total",
+        "counter",
+        "Log entries proposed by this node as leader",
+        &one(load(&stats.proposals).to_string()),
+    );
+    let mut cumulative = 0u64;
+    let mut buckets = Vec::new();
+    for (bound, counter) in PROPOSAL_SIZE_BUCKETS
+        .iter()
+        .zip(&stats.proposal_size_buckets)
+    {
+        cumulative = cumulative.saturating_add(load(counter));
+        buckets.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative.to_string()));
+    }
+    cumulative = cumulative.saturating_add(load(
+        &stats.proposal_size_buckets[PROPOSAL_SIZE_BUCKETS.len()],
+    ));
+    buckets.push(("_bucket{le=\"+Inf\"}".to_string(), cumulative.to_string()));
+    buckets.push((
+        "_sum".to_string(),
+        load(&stats.proposal_commands).to_string(),
+    ));
+    buckets.push(("_count".to_string(), cumulative.to_string()));
+    family(
+        out,
+        "raftpay_proposal_commands",
+        "histogram",
+        "Commands (transfers) per proposed log entry: group commit at work",
+        &buckets,
+    );
+    family(
+        out,
+        "raftpay_transfers_posted_total",
+        "counter",
+        "Transfers posted by this node's state machine",
+        &one(load(&stats.transfers_posted).to_string()),
+    );
+    let rejected: Vec<(String, String)> = REJECTION_CODES
+        .iter()
+        .zip(&stats.transfers_rejected)
+        .map(|(code, counter)| {
+            (
+                format!("{{code=\"{}\"}}", code.as_str()),
+                load(counter).to_string(),
+            )
+        })
+        .collect();
+    family(
+        out,
+        "raftpay_transfers_rejected_total",
+        "counter",
+        "Transfer rejections answered by this node's state machine, by code",
+        &rejected,
+    );
+    family(
+        out,
+        "raftpay_id_conflicts_total",
+        "counter",
+        "Writes refused because their id was used with other content",
+        &one(load(&stats.id_conflicts).to_string()),
+    );
+    family(
+        out,
+        "raftpay_accounts_created_total",
+        "counter",
+        "Accounts created",
+        &one(load(&stats.accounts_created).to_string()),
+    );
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -117,8 +220,8 @@ impl Metrics {
             ),
             transfers_posted: gauge(
                 &registry,
-                "raftpay_transfers_posted",
-                "Transfers posted (the ledger's last seq)",
+                "raftpay_ledger_seq_last",
+                "The ledger's last seq (transfers posted cluster-wide)",
             ),
             disk_bytes: gauge(
                 &registry,
@@ -149,7 +252,7 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges read from `node` now.
-    pub fn render(&self, node: &Node, uptime: Duration) -> String {
+    pub fn render(&self, node: &Node, uptime: Duration, leaders: &LeaderWatch) -> String {
         let metrics = node.metrics().borrow().clone();
         let g = &self.gauges;
         g.term.set(to_i64(metrics.current_term));
@@ -174,6 +277,8 @@ impl Metrics {
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(%error, "metrics encoding failed");
         }
-        String::from_utf8(buffer).unwrap_or_default()
+        let mut text = String::from_utf8(buffer).unwrap_or_default();
+        counters_render(&mut text, node.stats(), leaders);
+        text
     }
 }

@@ -538,6 +538,12 @@ async fn cluster_health_ready_metrics_and_auth() {
             "raftpay_raft_is_leader",
             "raftpay_raft_applied_index",
             "raftpay_http_requests_total",
+            "raftpay_http_request_duration_seconds_bucket",
+            "raftpay_raft_leader_changes_total",
+            "raftpay_raft_leaderless_seconds_total",
+            "raftpay_proposal_commands_bucket",
+            "raftpay_transfers_rejected_total{code=\"insufficient_funds\"}",
+            "raftpay_transfers_posted_total",
         ] {
             assert!(metrics.contains(name), "{name} missing from /metrics");
         }

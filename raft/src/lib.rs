@@ -7,5 +7,6 @@ pub mod codec;
 pub mod ledger;
 pub mod network;
 pub mod node;
+pub mod stats;
 pub mod store;
 pub mod typ;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ledger::{validate_command, Command, CommandResult, InvalidRequest};
 use crate::network::{Network, RpcServer};
+use crate::stats::Stats;
 use crate::store::{Backup, LedgerReader, LogStore, StateMachine, Storage};
 use crate::typ::{NodeId, Proposal, Raft, TypeConfig};
 
@@ -104,6 +105,7 @@ struct NodeInner {
     reader: LedgerReader,
     storage: Arc<Storage>,
     log_store: LogStore,
+    stats: Arc<Stats>,
     rpc: RpcServer,
     write_tx: mpsc::Sender<PendingWrite>,
     write_timeout: Duration,
@@ -148,6 +150,7 @@ impl Node {
         let state_machine = StateMachine::open(Arc::clone(&storage))
             .map_err(|e| StartError::Storage(e.to_string()))?;
         let reader = state_machine.reader();
+        let stats = state_machine.stats();
         let network = Network::new(options.secret.clone(), options.outgoing_ip)
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let log_reader = log_store.clone();
@@ -165,6 +168,7 @@ impl Node {
             raft.clone(),
             write_rx,
             PROPOSALS_IN_FLIGHT_MAX,
+            Arc::clone(&stats),
         ));
         let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone());
         Ok(Node {
@@ -174,6 +178,7 @@ impl Node {
                 reader,
                 storage,
                 log_store: log_reader,
+                stats,
                 rpc,
                 write_tx,
                 write_timeout: options.write_timeout,
@@ -199,6 +204,11 @@ impl Node {
 
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.inner.raft.metrics()
+    }
+
+    /// Proposal and apply counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 
     /// The highest log index this node knows to be committed.
@@ -467,6 +477,7 @@ async fn proposer_run(
     raft: Raft,
     mut write_rx: mpsc::Receiver<PendingWrite>,
     in_flight_max: usize,
+    stats: Arc<Stats>,
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     // A write that did not fit the previous entry opens the next one.
@@ -497,6 +508,7 @@ async fn proposer_run(
         let (commands, replies): (Vec<_>, Vec<_>) =
             writes.into_iter().map(|w| (w.command, w.reply)).unzip();
         tracing::trace!(commands = commands.len(), weight, "propose");
+        stats.proposal_observe(u64::try_from(weight).unwrap_or(u64::MAX));
         match raft.client_write_ff(Proposal { commands }).await {
             // Waits for the entry's commit and apply; ends when openraft answers or drops it.
             Ok(responder) => {

@@ -7,6 +7,7 @@ mod cluster;
 mod error;
 mod forward;
 mod ledger;
+mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use serde::de::DeserializeOwned;
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
+use crate::observe::LeaderWatch;
 
 /// A snapshot travels in one request; this bounds it.
 pub const RAFT_BODY_BYTES_MAX: usize = 1 << 30;
@@ -32,6 +34,7 @@ pub const RAFT_BODY_BYTES_MAX: usize = 1 << 30;
 #[derive(Clone)]
 pub struct App {
     pub node: Node,
+    pub leaders: LeaderWatch,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub forwarder: reqwest::Client,
@@ -63,6 +66,7 @@ impl App {
             .pool_max_idle_per_host(64)
             .build()?;
         Ok(App {
+            leaders: LeaderWatch::start(&node),
             node,
             metrics,
             settings: Arc::new(settings),
@@ -91,7 +95,9 @@ pub fn router(app: App) -> Router {
     let ops = Router::new()
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))
-        .route("/metrics", get(cluster::metrics));
+        .route("/metrics", get(cluster::metrics))
+        .route("/", get(status::page))
+        .route("/status", get(status::overview));
     let raft = Router::new()
         .route("/raft/{rpc}", post(cluster::raft_rpc))
         .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX));

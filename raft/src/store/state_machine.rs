@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::ledger::{check_accounts, Account, Changes, CommandResult, Overlay};
+use crate::stats::Stats;
 use crate::store::reader::{
     account_key, history_key, totals_key, transfer_key, LedgerReader, SledView, KEY_APPLIED,
     KEY_HASH, KEY_MEMBERSHIP, KEY_SEQ_LAST,
@@ -102,6 +103,7 @@ struct StoredSnapshot {
 
 pub struct StateMachine {
     storage: Arc<Storage>,
+    stats: Arc<Stats>,
     reader: LedgerReader,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -216,6 +218,7 @@ impl StateMachine {
             hash: [0; 32],
             snapshot_dir,
             snapshots_built: 0,
+            stats: Arc::default(),
             storage,
         };
         machine.load_from_tree()?;
@@ -229,6 +232,11 @@ impl StateMachine {
             }
         }
         Ok(machine)
+    }
+
+    /// The counters this state machine updates on every apply.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
     }
 
     pub fn reader(&self) -> LedgerReader {
@@ -402,6 +410,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = applied;
         self.membership = membership;
         self.hash = hash;
+        for result in responses.iter().flat_map(|r| &r.results) {
+            self.stats.result_observe(result);
+        }
         Ok(responses)
     }
 
