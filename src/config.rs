@@ -21,6 +21,34 @@ pub struct Config {
     pub raft: RaftConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Logging of a node; `RAFTPAY_LOG` (same syntax as `level`) overrides the level, and
+/// `--log-format` the format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `EnvFilter` syntax, e.g. `info` or `info,openraft=warn`.
+    pub level: String,
+    pub format: LogFormatConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatConfig {
+    Pretty,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info,openraft=warn,sled=warn".into(),
+            format: LogFormatConfig::Pretty,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -157,6 +185,12 @@ impl Config {
         if self.cluster.bind_outgoing && self.outgoing_ip().is_none() {
             return Err("cluster: bind_outgoing needs http_addr to be an IP:port".into());
         }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(format!(
+                "log: level {:?} is not a valid filter",
+                self.log.level
+            ));
+        }
         if self.http.body_bytes_max == 0 {
             return Err("http: body_bytes_max must be at least 1".into());
         }
@@ -232,5 +266,11 @@ mod tests {
         assert!(parse(&format!("{base}{twice}")).is_err());
         let wrong_addr = "[cluster]\ninitial_voters = [{id = 1, http_addr = \"127.0.0.1:2\"}]\n";
         assert!(parse(&format!("{base}{wrong_addr}")).is_err());
+        assert!(parse(&format!(
+            "{base}[log]\nlevel = \"debug\"\nformat = \"json\"\n"
+        ))
+        .is_ok());
+        assert!(parse(&format!("{base}[log]\nformat = \"xml\"\n")).is_err());
+        assert!(parse(&format!("{base}[log]\nlevel = \"info,[[\"\n")).is_err());
     }
 }

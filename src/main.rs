@@ -23,9 +23,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     client: raftpay::cli::ClientOpts,
-    /// Log output format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Pretty, global = true)]
-    log_format: LogFormat,
+    /// Log output format (default: the config's `[log] format` for a node, else pretty).
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,7 +57,8 @@ enum Command {
 
 /// Logs go to stderr; the level comes from `RAFTPAY_LOG` (default `info` for a node, `warn` for
 /// the CLI), in `EnvFilter` syntax.
-fn logging_init(format: LogFormat, default_level: &str) {
+fn logging_init(format: Option<LogFormat>, default_level: &str) {
+    let format = format.unwrap_or(LogFormat::Pretty);
     let filter =
         EnvFilter::try_from_env("RAFTPAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
@@ -74,8 +75,12 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
-            logging_init(cli.log_format, "info,openraft=warn,sled=warn");
             let config = raftpay::config::Config::load(&config).context("configuration")?;
+            let format = cli.log_format.or(match config.log.format {
+                raftpay::config::LogFormatConfig::Pretty => Some(LogFormat::Pretty),
+                raftpay::config::LogFormatConfig::Json => Some(LogFormat::Json),
+            });
+            logging_init(format, &config.log.level);
             raftpay::server::serve(config).await?;
             Ok(ExitCode::SUCCESS)
         }
