@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -51,6 +51,8 @@ enum Command {
     Backup(raftpay::backup::BackupArgs),
     /// Seed the (empty) data directories of a new cluster from a backup file.
     Restore(raftpay::backup::RestoreArgs),
+    /// Run the chaos suite: a real 3-node cluster under faults, a recorded workload, a checker.
+    Chaos(raftpay::chaos::ChaosArgs),
     #[command(flatten)]
     Client(raftpay::cli::ClientCommand),
 }
@@ -95,6 +97,10 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Restore(args) => {
             logging_init(cli.log_format, "warn");
             raftpay::backup::restore(&cli.client, &args)
+        }
+        Command::Chaos(args) => {
+            logging_init(cli.log_format, "info,openraft=warn,sled=warn");
+            raftpay::chaos::run(args).await
         }
         Command::Client(command) => {
             logging_init(cli.log_format, "warn");
