@@ -220,6 +220,12 @@ pub struct KillReport {
     pub output: String,
     pub restart_ok: Option<bool>,
     pub restart_output: String,
+    /// When the restart command returned (the node serves /health again), seconds since the
+    /// measured window began.
+    pub restart_at_s: Option<f64>,
+    /// How long before this kill the node killed previously was back: a short time means this
+    /// kill hit a cluster whose third node may still be catching up.
+    pub previous_back_s: Option<f64>,
     /// `None` when the kill failed.
     pub window: Option<KillWindow>,
 }
@@ -735,6 +741,8 @@ struct KillEvent {
     output: String,
     restart_ok: Option<bool>,
     restart_output: String,
+    /// When the restart command returned (the node serves /health again), µs since start.
+    restart_done_us: Option<u64>,
 }
 
 /// Kills the leader every `every` of the measured window — only while a whole period remains
@@ -758,7 +766,7 @@ async fn killer_run(
         }
         let event = kill_once(&client, &setup, clock).await;
         tokio::time::sleep(setup.restart_after).await;
-        kills.push(restart_once(&setup, event).await);
+        kills.push(restart_once(&setup, clock, event).await);
     }
     kills
 }
@@ -789,10 +797,11 @@ async fn kill_once(client: &Client, setup: &KillSetup, clock: Clock) -> KillEven
         output,
         restart_ok: None,
         restart_output: String::new(),
+        restart_done_us: None,
     }
 }
 
-async fn restart_once(setup: &KillSetup, mut event: KillEvent) -> KillEvent {
+async fn restart_once(setup: &KillSetup, clock: Clock, mut event: KillEvent) -> KillEvent {
     let Some(node) = event.node.filter(|_| event.ok) else {
         return event;
     };
@@ -800,6 +809,7 @@ async fn restart_once(setup: &KillSetup, mut event: KillEvent) -> KillEvent {
     let (ok, output) = shell_run(&command).await;
     event.restart_ok = Some(ok);
     event.restart_output = output;
+    event.restart_done_us = Some(clock.micros_since_start(Instant::now()));
     event
 }
 
@@ -1474,16 +1484,23 @@ fn kills_report(
     let succeeded: Vec<KillTimes> = kills.iter().filter(|k| k.ok).map(|k| k.times).collect();
     let windows = kill_windows(ack_times, &succeeded, window_end_us);
     let mut windows_iter = windows.iter();
+    let seconds_since_window = |at_us: u64| at_us.saturating_sub(window_start_us) as f64 / 1e6;
     let reports = kills
         .iter()
-        .map(|kill| KillReport {
-            at_s: kill.times.done_us.saturating_sub(window_start_us) as f64 / 1e6,
+        .enumerate()
+        .map(|(index, kill)| KillReport {
+            at_s: seconds_since_window(kill.times.done_us),
             node: kill.node,
             ok: kill.ok,
             command_ms: (kill.times.done_us - kill.times.started_us) as f64 / 1000.0,
             output: kill.output.clone(),
             restart_ok: kill.restart_ok,
             restart_output: kill.restart_output.clone(),
+            restart_at_s: kill.restart_done_us.map(seconds_since_window),
+            previous_back_s: index
+                .checked_sub(1)
+                .and_then(|previous| kills[previous].restart_done_us)
+                .map(|back_us| kill.times.started_us.saturating_sub(back_us) as f64 / 1e6),
             window: if kill.ok {
                 windows_iter.next().copied()
             } else {
@@ -1578,10 +1595,14 @@ fn failover_text(report: &BenchReport, failover: &FailoverSummary) -> String {
     out.push('\n');
     for kill in &report.kills {
         let node = kill.node.map_or("?".to_owned(), |node| node.to_string());
+        let previous = kill
+            .previous_back_s
+            .map(|back| format!(" (previous victim back {back:.1} s before)"))
+            .unwrap_or_default();
         match &kill.window {
             Some(window) => {
                 out += &format!(
-                    "  kill at {:>6.1} s: node {node}, next ack after {:.0} ms, longest stall {:.0} ms\n",
+                    "  kill at {:>6.1} s: node {node}, next ack after {:.0} ms, longest stall {:.0} ms{previous}\n",
                     kill.at_s, window.to_next_ack_ms, window.longest_gap_ms
                 );
             }
