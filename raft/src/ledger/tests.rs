@@ -245,7 +245,7 @@ fn an_atomic_batch_posts_all_or_nothing_and_records_linked_failures() {
         atomic: true,
     };
     let before = ledger.accounts.clone();
-    let results = ledger.apply(&[batch.clone()]);
+    let results = ledger.apply(std::slice::from_ref(&batch));
     let CommandResult::Batch(items) = &results[0] else {
         panic!()
     };

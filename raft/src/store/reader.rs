@@ -154,13 +154,51 @@ impl LedgerReader {
 /// never turn into a recorded decision.
 pub(crate) struct SledView<'a> {
     reader: &'a LedgerReader,
+    cache: &'a HotState,
     error: RefCell<Option<ReadError>>,
 }
 
+/// The state apply reads on every transfer, kept in memory by the state machine (its only
+/// writer): accounts seen recently, currency totals and the last seq. What it holds always
+/// equals sled's applied state; it is refreshed after each persisted apply and dropped on a
+/// snapshot install.
+#[derive(Debug, Default)]
+pub(crate) struct HotState {
+    accounts: std::collections::HashMap<String, Account>,
+    totals: std::collections::HashMap<String, CurrencyTotals>,
+    seq_last: Option<u64>,
+}
+
+/// Past this many cached accounts the cache starts over (memory stays bounded).
+const HOT_ACCOUNTS_MAX: usize = 200_000;
+
+impl HotState {
+    /// Takes in what an apply call persisted.
+    pub(crate) fn absorb(&mut self, changes: &crate::ledger::Changes) {
+        if self.accounts.len() + changes.accounts.len() > HOT_ACCOUNTS_MAX {
+            self.accounts.clear();
+        }
+        for (id, account) in &changes.accounts {
+            self.accounts.insert(id.clone(), account.clone());
+        }
+        for (currency, totals) in &changes.totals {
+            self.totals.insert(currency.clone(), *totals);
+        }
+        if let Some(seq) = changes.seq_last {
+            self.seq_last = Some(seq);
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        *self = HotState::default();
+    }
+}
+
 impl<'a> SledView<'a> {
-    pub(crate) fn new(reader: &'a LedgerReader) -> Self {
+    pub(crate) fn new(reader: &'a LedgerReader, cache: &'a HotState) -> Self {
         SledView {
             reader,
+            cache,
             error: RefCell::new(None),
         }
     }
@@ -179,16 +217,25 @@ impl<'a> SledView<'a> {
 
 impl LedgerRead for SledView<'_> {
     fn account(&self, id: &str) -> Option<Account> {
+        if let Some(account) = self.cache.accounts.get(id) {
+            return Some(account.clone());
+        }
         self.keep(self.reader.account(id))
     }
     fn transfer(&self, id: &str) -> Option<TransferRecord> {
         self.keep(self.reader.transfer(id))
     }
     fn seq_last(&self) -> u64 {
+        if let Some(seq) = self.cache.seq_last {
+            return seq;
+        }
         self.keep(get(&self.reader.storage.state, KEY_SEQ_LAST))
             .unwrap_or(0)
     }
     fn totals(&self, currency: &str) -> CurrencyTotals {
+        if let Some(totals) = self.cache.totals.get(currency) {
+            return *totals;
+        }
         self.keep(get(&self.reader.storage.state, &totals_key(currency)))
             .unwrap_or_default()
     }

@@ -19,8 +19,8 @@ use crate::codec;
 use crate::ledger::{check_accounts, Account, Changes, CommandResult, Overlay};
 use crate::stats::Stats;
 use crate::store::reader::{
-    account_key, history_key, totals_key, transfer_key, LedgerReader, SledView, KEY_APPLIED,
-    KEY_HASH, KEY_MEMBERSHIP, KEY_SEQ_LAST,
+    account_key, history_key, totals_key, transfer_key, HotState, LedgerReader, SledView,
+    KEY_APPLIED, KEY_HASH, KEY_MEMBERSHIP, KEY_SEQ_LAST,
 };
 use crate::store::Storage;
 use crate::typ::{
@@ -104,6 +104,7 @@ struct StoredSnapshot {
 pub struct StateMachine {
     storage: Arc<Storage>,
     stats: Arc<Stats>,
+    hot: HotState,
     reader: LedgerReader,
     applied: Option<LogId>,
     membership: StoredMembership,
@@ -219,6 +220,7 @@ impl StateMachine {
             snapshot_dir,
             snapshots_built: 0,
             stats: Arc::default(),
+            hot: HotState::default(),
             storage,
         };
         machine.load_from_tree()?;
@@ -284,6 +286,8 @@ impl StateMachine {
         meta: &SnapshotMeta,
         decoded: SnapshotData,
     ) -> Result<(), StorageError> {
+        // The cached hot state describes the state being replaced.
+        self.hot.clear();
         let mut batch = sled::Batch::default();
         for key in self.storage.state.iter().keys() {
             batch.remove(key.map_err(|e| sm_error(ErrorVerb::Read, e))?);
@@ -369,7 +373,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = <TypeConfig as RaftTypeConfig>::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let view = SledView::new(&self.reader);
+        let view = SledView::new(&self.reader, &self.hot);
         let mut overlay = Overlay::new(&view);
         let mut responses = Vec::new();
         let mut applied = self.applied;
@@ -407,6 +411,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let membership = membership.unwrap_or_else(|| self.membership.clone());
         self.persist(&changes, applied, &membership, &hash)?;
         // Point of no return: the batch is written; memory follows.
+        self.hot.absorb(&changes);
         self.applied = applied;
         self.membership = membership;
         self.hash = hash;

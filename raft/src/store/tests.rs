@@ -648,7 +648,7 @@ async fn replay_after_reopen_is_skipped_and_new_entries_continue() {
 async fn apply_after_a_corrupt_read_fails_and_persists_nothing() {
     // Goal: a stored value that cannot be decoded makes apply fail (the node must stop) rather
     // than panic or record a decision made without it. Method: apply the ledger, overwrite
-    // alice's account with garbage, apply a transfer from alice, and check that apply returns
+    // alice's account with garbage, reopen, apply a transfer from alice, and check that apply returns
     // Err and neither `last_applied` nor any balance or transfer record moved.
     let dir = tempfile::tempdir().expect("temp dir");
     let storage = storage_open(dir.path());
@@ -661,6 +661,10 @@ async fn apply_after_a_corrupt_read_fails_and_persists_nothing() {
             b"\x01\xff\xff\xff".to_vec(),
         )
         .expect("corrupt alice");
+    // As after a restart: the state machine's hot cache (which would still hold the good
+    // account it wrote) starts empty, so apply must read alice from sled.
+    drop(machine);
+    let mut machine = StateMachine::open(Arc::clone(&storage)).expect("reopen state machine");
 
     let reader = machine.reader();
     assert!(
