@@ -179,6 +179,19 @@ async fn read_barrier(
     }
 }
 
+/// What every read by id does first: check the id, then make the read possible here at the
+/// asked consistency (`Some(answer)` when the leader answered it instead).
+async fn read_prelude(
+    app: &App,
+    request: &RawRequest,
+    what: &str,
+    id: &str,
+    consistency: Option<&str>,
+) -> Result<Option<Response>, ApiError> {
+    validate_id(what, id).map_err(|e| ApiError::InvalidRequest(e.0))?;
+    read_barrier(app, request, consistency).await
+}
+
 fn query<T>(
     query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, ApiError> {
@@ -224,8 +237,15 @@ pub async fn account_get(
     request: RawRequest,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    validate_id("account id", &id).map_err(|e| ApiError::InvalidRequest(e.0))?;
-    if let Some(answer) = read_barrier(&app, &request, params.consistency.as_deref()).await? {
+    if let Some(answer) = read_prelude(
+        &app,
+        &request,
+        "account id",
+        &id,
+        params.consistency.as_deref(),
+    )
+    .await?
+    {
         return Ok(answer);
     }
     let account = app
@@ -257,7 +277,6 @@ pub async fn account_history(
     request: RawRequest,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    validate_id("account id", &id).map_err(|e| ApiError::InvalidRequest(e.0))?;
     let limit: usize = parse_number("limit", params.limit.as_deref(), HISTORY_PAGE_DEFAULT)?;
     if limit == 0 || limit > HISTORY_PAGE_MAX {
         return Err(ApiError::InvalidRequest(format!(
@@ -265,7 +284,15 @@ pub async fn account_history(
         )));
     }
     let after: u64 = parse_number("after", params.after.as_deref(), 0)?;
-    if let Some(answer) = read_barrier(&app, &request, params.consistency.as_deref()).await? {
+    if let Some(answer) = read_prelude(
+        &app,
+        &request,
+        "account id",
+        &id,
+        params.consistency.as_deref(),
+    )
+    .await?
+    {
         return Ok(answer);
     }
     let reader = app.node.reader();
@@ -372,8 +399,15 @@ pub async fn transfer_get(
     request: RawRequest,
 ) -> Result<Response, ApiError> {
     let params = query(params)?;
-    validate_id("transfer id", &id).map_err(|e| ApiError::InvalidRequest(e.0))?;
-    if let Some(answer) = read_barrier(&app, &request, params.consistency.as_deref()).await? {
+    if let Some(answer) = read_prelude(
+        &app,
+        &request,
+        "transfer id",
+        &id,
+        params.consistency.as_deref(),
+    )
+    .await?
+    {
         return Ok(answer);
     }
     let record = app

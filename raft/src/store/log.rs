@@ -52,6 +52,10 @@ fn io_error(error: impl std::fmt::Display) -> io::Error {
     io::Error::other(error.to_string())
 }
 
+fn logs_write_error(error: &dyn std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_error(error))
+}
+
 impl LogStore {
     /// Opens the log in `storage` and starts its flusher thread, which ends when the last clone
     /// of the store is dropped.
@@ -124,6 +128,18 @@ impl LogStore {
             }
             None => Ok(None),
         }
+    }
+
+    /// Removes the log entries whose keys fall in `range`, in one batch (not yet flushed).
+    fn remove_range(&self, range: impl std::ops::RangeBounds<[u8; 8]>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in self.storage.log.range(range).keys() {
+            batch.remove(key.map_err(|e| logs_write_error(&e))?);
+        }
+        self.storage
+            .log
+            .apply_batch(batch)
+            .map_err(|e| logs_write_error(&e))
     }
 
     /// The last committed index openraft told us of (0 before any).
@@ -243,18 +259,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = <TypeConfig as RaftTypeConfig>::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let write_error = |e: &dyn std::fmt::Display| {
-            StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_error(e))
-        };
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = codec::encode(&entry).map_err(|e| write_error(&e))?;
+            let bytes = codec::encode(&entry).map_err(|e| logs_write_error(&e))?;
             batch.insert(&log_key(entry.log_id.index), bytes);
         }
         self.storage
             .log
             .apply_batch(batch)
-            .map_err(|e| write_error(&e))?;
+            .map_err(|e| logs_write_error(&e))?;
         if cfg!(feature = "unsafe-ack-before-flush") {
             // Negative control for the chaos suite ONLY: acknowledges entries that may still be
             // in memory. The kill-all scenario must catch the loss this causes.
@@ -264,42 +277,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flush_tx
             .send(FlushRequest::Append(callback))
             .await
-            .map_err(|_| write_error(&"log flusher stopped"))
+            .map_err(|_| logs_write_error(&"log flusher stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "truncate log from");
-        let write_error = |e: &dyn std::fmt::Display| {
-            StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_error(e))
-        };
-        let mut batch = sled::Batch::default();
-        for key in self.storage.log.range(log_key(log_id.index)..).keys() {
-            batch.remove(key.map_err(|e| write_error(&e))?);
-        }
-        self.storage
-            .log
-            .apply_batch(batch)
-            .map_err(|e| write_error(&e))?;
-        self.flush_barrier().await.map_err(|e| write_error(&e))
+        self.remove_range(log_key(log_id.index)..)?;
+        self.flush_barrier().await.map_err(|e| logs_write_error(&e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
-        let write_error = |e: &dyn std::fmt::Display| {
-            StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, io_error(e))
-        };
         // The marker first: a crash between the two leaves entries below the marker, which
         // readers never ask for; never the reverse (a gap with no marker).
         self.meta_put(KEY_PURGED, &log_id, ErrorSubject::Logs)?;
-        self.flush_barrier().await.map_err(|e| write_error(&e))?;
-        let mut batch = sled::Batch::default();
-        for key in self.storage.log.range(..=log_key(log_id.index)).keys() {
-            batch.remove(key.map_err(|e| write_error(&e))?);
-        }
-        self.storage
-            .log
-            .apply_batch(batch)
-            .map_err(|e| write_error(&e))?;
-        self.flush_barrier().await.map_err(|e| write_error(&e))
+        self.flush_barrier()
+            .await
+            .map_err(|e| logs_write_error(&e))?;
+        self.remove_range(..=log_key(log_id.index))?;
+        self.flush_barrier().await.map_err(|e| logs_write_error(&e))
     }
 }
