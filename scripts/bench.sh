@@ -13,9 +13,10 @@
 # clients; failover: 64 clients while the leader is SIGKILLed every 5 s (11 kills per run) and
 # restarted 1 s after each kill.
 #
-# Usage: scripts/bench.sh [--quick]
-#   --quick   one run of each configuration, 5 s each (failover 12 s, 3 kills), results in
-#             target/bench-quick/ instead of docs/bench/
+# Usage: scripts/bench.sh [--quick] [--report-only]
+#   --quick        one run of each configuration, 5 s each (failover 12 s, 3 kills), results in
+#                  target/bench-quick/ instead of docs/bench/
+#   --report-only  no runs: write results.md again from the JSON reports already there
 #
 # Environment: RAFTPAY_PORT_BASE (default 7100), RAFTPAY_BENCH_OUT (output directory).
 set -euo pipefail
@@ -42,9 +43,11 @@ die() {
 }
 
 quick=false
+report_only=false
 for arg in "$@"; do
     case $arg in
         --quick) quick=true ;;
+        --report-only) report_only=true ;;
         -h | --help)
             usage
             exit 0
@@ -83,86 +86,94 @@ configurations=(
     "failover-c64|--clients 64 --kill-leader-every $failover_every_s --restart-after $FAILOVER_RESTART_AFTER_S"
 )
 
-# ---------------------------------------------------------------------------------------------
-# Build, and a private copy of the binary: a rebuild in this checkout during the run cannot
-# swap it under the cluster.
-
-echo "bench.sh: cargo build --release --bin raftpay" >&2
-cargo build --release --bin raftpay >&2 || die "cargo build failed"
-
-work=$(mktemp -d "${TMPDIR:-/tmp}/raftpay-bench.XXXXXX")
-cp "${CARGO_TARGET_DIR:-target}/release/raftpay" "$work/raftpay"
-export RAFTPAY_BIN="$work/raftpay"
-export RAFTPAY_DATA="$work/data"
-export RAFTPAY_PORT_BASE=${RAFTPAY_PORT_BASE:-7100}
-nodes="127.0.0.1:$((RAFTPAY_PORT_BASE + 1)),127.0.0.1:$((RAFTPAY_PORT_BASE + 2)),127.0.0.1:$((RAFTPAY_PORT_BASE + 3))"
-
-cleanup() {
-    local status=$?
-    if [[ -d $RAFTPAY_DATA ]]; then
-        scripts/cluster.sh stop >/dev/null 2>&1 || echo "bench.sh: stopping the cluster failed" >&2
-    fi
-    if ((status != 0)) && [[ -d $RAFTPAY_DATA ]]; then
-        mkdir -p "$out_dir/logs"
-        cp "$RAFTPAY_DATA"/node*.log "$out_dir/logs/" 2>/dev/null || true
-        echo "bench.sh: failed; node logs copied to $out_dir/logs/" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir -p "$out_dir"
-rm -f "$out_dir"/*-run*.json "$out_dir"/*-run*.svg "$out_dir"/*-run*.txt
-
-cluster_fresh() {
-    scripts/cluster.sh stop >/dev/null
-    rm -rf "$RAFTPAY_DATA"
-    scripts/cluster.sh start >/dev/null || die "the cluster did not start"
-}
-
-# ---------------------------------------------------------------------------------------------
-# The matrix.
-
 failed_runs=()
-for configuration in "${configurations[@]}"; do
-    name=${configuration%%|*}
-    read -r -a bench_args <<<"${configuration#*|}"
-    run_duration_s=$duration_s
-    [[ $name == failover-* ]] && run_duration_s=$failover_duration_s
-    for ((run = 1; run <= runs; run++)); do
-        echo "bench.sh: $name, run $run of $runs" >&2
-        cluster_fresh
-        base="$out_dir/$name-run$run"
-        status=0
-        "$RAFTPAY_BIN" --node "$nodes" bench "${bench_args[@]}" \
-            --accounts "$ACCOUNTS" --duration "$run_duration_s" --warmup "$warmup_s" \
-            --label "$name" --pid-dir "$RAFTPAY_DATA" \
-            --json-out "$base.json" --svg "$base.svg" >"$base.txt" || status=$?
-        cat "$base.txt"
-        if ((status != 0)); then
-            echo "bench.sh: $name run $run exited with $status" >&2
-            failed_runs+=("$name-run$run (exit $status)")
+
+# Builds, then runs every configuration `runs` times, each on a fresh cluster.
+matrix_run() {
+    # Build, and a private copy of the binary: a rebuild in this checkout during the run cannot
+    # swap it under the cluster.
+    echo "bench.sh: cargo build --release --bin raftpay" >&2
+    cargo build --release --bin raftpay >&2 || die "cargo build failed"
+
+    work=$(mktemp -d "${TMPDIR:-/tmp}/raftpay-bench.XXXXXX")
+    cp "${CARGO_TARGET_DIR:-target}/release/raftpay" "$work/raftpay"
+    export RAFTPAY_BIN="$work/raftpay"
+    export RAFTPAY_DATA="$work/data"
+    export RAFTPAY_PORT_BASE=${RAFTPAY_PORT_BASE:-7100}
+    nodes="127.0.0.1:$((RAFTPAY_PORT_BASE + 1)),127.0.0.1:$((RAFTPAY_PORT_BASE + 2)),127.0.0.1:$((RAFTPAY_PORT_BASE + 3))"
+
+    cleanup() {
+        local status=$?
+        if [[ -d $RAFTPAY_DATA ]]; then
+            scripts/cluster.sh stop >/dev/null 2>&1 || echo "bench.sh: stopping the cluster failed" >&2
         fi
+        if ((status != 0)) && [[ -d $RAFTPAY_DATA ]]; then
+            mkdir -p "$out_dir/logs"
+            cp "$RAFTPAY_DATA"/node*.log "$out_dir/logs/" 2>/dev/null || true
+            echo "bench.sh: failed; node logs copied to $out_dir/logs/" >&2
+        fi
+        rm -rf "$work"
+        exit "$status"
+    }
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    mkdir -p "$out_dir"
+    rm -f "$out_dir"/*-run*.json "$out_dir"/*-run*.svg "$out_dir"/*-run*.txt
+    commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+    printf 'run_commit=%q\nrun_started=%q\n' "$commit" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+        >"$out_dir/run-info.env"
+
+    cluster_fresh() {
+        scripts/cluster.sh stop >/dev/null
+        rm -rf "$RAFTPAY_DATA"
+        scripts/cluster.sh start >/dev/null || die "the cluster did not start"
+    }
+
+    # The matrix.
+    for configuration in "${configurations[@]}"; do
+        name=${configuration%%|*}
+        read -r -a bench_args <<<"${configuration#*|}"
+        run_duration_s=$duration_s
+        [[ $name == failover-* ]] && run_duration_s=$failover_duration_s
+        for ((run = 1; run <= runs; run++)); do
+            echo "bench.sh: $name, run $run of $runs" >&2
+            cluster_fresh
+            base="$out_dir/$name-run$run"
+            status=0
+            "$RAFTPAY_BIN" --node "$nodes" bench "${bench_args[@]}" \
+                --accounts "$ACCOUNTS" --duration "$run_duration_s" --warmup "$warmup_s" \
+                --label "$name" --pid-dir "$RAFTPAY_DATA" \
+                --json-out "$base.json" --svg "$base.svg" >"$base.txt" || status=$?
+            cat "$base.txt"
+            if ((status != 0)); then
+                echo "bench.sh: $name run $run exited with $status" >&2
+                failed_runs+=("$name-run$run (exit $status)")
+            fi
+        done
     done
-done
-scripts/cluster.sh stop >/dev/null
+    scripts/cluster.sh stop >/dev/null
+}
+
+$report_only || matrix_run
 
 # ---------------------------------------------------------------------------------------------
 # The report.
 
+run_commit=unknown
+run_started=unknown
+# shellcheck source=/dev/null # written by matrix_run above
+[[ -f $out_dir/run-info.env ]] && source "$out_dir/run-info.env"
+
 machine_cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
 machine_memory=$(free -h 2>/dev/null | awk '/^Mem:/ {print $2}')
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
 
 python3 - "$out_dir" "$runs" "$quick" <<EOF
 import json, os, statistics, sys
 
 out_dir, runs, quick = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "true"
 names = [c.split("|")[0] for c in """$(printf '%s\n' "${configurations[@]}")""".splitlines()]
-failed = """$(printf '%s\n' "${failed_runs[@]}")""".strip().splitlines()
 
 def load(name):
     reports = []
@@ -187,11 +198,12 @@ lines = []
 add = lines.append
 add("# raftpay benchmark results")
 add("")
-add(f"Written by \`scripts/bench.sh{' --quick' if quick else ''}\` on $(date -u '+%Y-%m-%d %H:%M UTC') from commit $commit.")
+add(f"Measured by \`scripts/bench.sh{' --quick' if quick else ''}\` from $run_started at commit $run_commit.")
 add("")
 add("**Machine:** $(nproc) CPUs ($machine_cpu), $machine_memory memory, Linux $(uname -r). "
-    "The three nodes and the bench share these CPUs (127.0.0.1); other work on the machine "
-    "shows as *machine busy* minus *nodes* minus *bench*.")
+    "The three nodes and the bench share these CPUs (127.0.0.1). *Other load* is what the rest "
+    "of the machine used during the window (busy CPU time minus nodes minus bench): on a shared "
+    "machine it competes with the cluster, so compare runs with similar other load.")
 add("")
 add(f"**Method:** each configuration ran {runs} time(s); every run on a fresh 3-node cluster "
     "(\`scripts/cluster.sh\`, new data directory), $ACCOUNTS accounts and a treasury, "
@@ -200,7 +212,7 @@ add(f"**Method:** each configuration ran {runs} time(s); every run on a fresh 3-
     "Cells show the median over runs and (min–max). Latency is per request; a batch request "
     "carries 1000 transfers.")
 add("")
-add("| configuration | transfers/s | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | bench CPU (cores) | nodes CPU (cores) | machine busy (cores) | conservation |")
+add("| configuration | transfers/s | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | bench CPU (cores) | nodes CPU (cores) | other load (cores) | conservation |")
 add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name in names:
     reports = load(name)
@@ -208,7 +220,11 @@ for name in names:
         add(f"| {name} | no result | | | | | | | | | | | |")
         continue
     lat = lambda key: [r["latency_request"][key] for r in reports]
-    nodes_cpu = [sum(r["cpu"]["nodes_cores"].values()) if r["cpu"]["nodes_cores"] else None for r in reports]
+    # Only when all three nodes ran through the window (no kills).
+    nodes_cpu = [sum(r["cpu"]["nodes_cores"].values()) if len(r["cpu"]["nodes_cores"]) == 3 else None for r in reports]
+    other = [r["cpu"]["machine_busy_cores"] - n - r["cpu"]["bench_cores"]
+             if n is not None and r["cpu"]["machine_busy_cores"] is not None and r["cpu"]["bench_cores"] is not None else None
+             for r, n in zip(reports, nodes_cpu)]
     verdicts = sorted({r["conservation"]["verdict"] for r in reports})
     add("| " + " | ".join([
         name,
@@ -219,7 +235,7 @@ for name in names:
         str(sum(r["errors"]["total"] for r in reports)),
         cell([r["cpu"]["bench_cores"] for r in reports], "{:.2f}"),
         cell(nodes_cpu, "{:.2f}"),
-        cell([r["cpu"]["machine_busy_cores"] for r in reports], "{:.2f}"),
+        cell(other, "{:.2f}"),
         "/".join(verdicts) + f" ({len(reports)} runs)",
     ]) + " |")
 add("")
@@ -297,13 +313,16 @@ for name in names:
     if os.path.exists(os.path.join(out_dir, f"{name}-run1.svg")):
         add(f"![{name}]({name}-run1.svg)")
         add("")
-if failed:
-    add("## Runs that exited non-zero")
+bad = [f"{name} run {i}: {r['errors']['total']} errors, conservation {r['conservation']['verdict']}"
+       for name in names for i, r in enumerate(load(name), 1)
+       if r["errors"]["total"] or r["conservation"]["verdict"] != "ok"]
+if bad:
+    add("## Runs with errors or a failed conservation check")
     add("")
-    for run in failed:
+    for run in bad:
         add(f"- {run}")
     add("")
-add("Reproduce: \`scripts/bench.sh\` (about 12 minutes; \`--quick\` for a one-minute smoke run). "
+add("Reproduce: \`scripts/bench.sh\` (about 15 minutes; \`--quick\` for a one-minute smoke run). "
     "Per-run reports: \`<configuration>-run<N>.{json,svg,txt}\` in this directory.")
 with open(os.path.join(out_dir, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
