@@ -200,7 +200,6 @@ fn query<T>(
         .map_err(|rejection| ApiError::InvalidRequest(format!("query: {}", rejection.body_text())))
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(account_id))]
 pub async fn account_create(
     State(app): State<App>,
     request: RawRequest,
@@ -229,13 +228,13 @@ pub async fn account_create(
     }
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(account_id = %id))]
 pub async fn account_get(
     State(app): State<App>,
     Path(id): Path<String>,
     params: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
     request: RawRequest,
 ) -> Result<Response, ApiError> {
+    tracing::Span::current().record("account_id", id.as_str());
     let params = query(params)?;
     if let Some(answer) = read_prelude(
         &app,
@@ -269,13 +268,13 @@ fn parse_number<T: std::str::FromStr>(
     }
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(account_id = %id))]
 pub async fn account_history(
     State(app): State<App>,
     Path(id): Path<String>,
     params: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
     request: RawRequest,
 ) -> Result<Response, ApiError> {
+    tracing::Span::current().record("account_id", id.as_str());
     let params = query(params)?;
     let limit: usize = parse_number("limit", params.limit.as_deref(), HISTORY_PAGE_DEFAULT)?;
     if limit == 0 || limit > HISTORY_PAGE_MAX {
@@ -320,7 +319,6 @@ fn transfer_result_response(id: &str, result: TransferResult) -> Result<Response
     }
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(transfer_id))]
 pub async fn transfer_create(
     State(app): State<App>,
     request: RawRequest,
@@ -369,7 +367,6 @@ fn batch_item_json(result: &TransferResult, id: &str) -> serde_json::Value {
     }
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(transfers))]
 pub async fn batch_create(
     State(app): State<App>,
     request: RawRequest,
@@ -391,13 +388,13 @@ pub async fn batch_create(
     }
 }
 
-#[tracing::instrument(level = "debug", skip_all, fields(transfer_id = %id))]
 pub async fn transfer_get(
     State(app): State<App>,
     Path(id): Path<String>,
     params: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
     request: RawRequest,
 ) -> Result<Response, ApiError> {
+    tracing::Span::current().record("transfer_id", id.as_str());
     let params = query(params)?;
     if let Some(answer) = read_prelude(
         &app,

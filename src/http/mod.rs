@@ -133,7 +133,17 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
     let method = request.method().clone();
-    let span = tracing::debug_span!("request", node_id = app.node.id(), %method, route = %route);
+    // Info level, so every line logged while serving the request (warnings included) carries
+    // the node id and, once the handler records them, the account or transfer ids.
+    let span = tracing::info_span!(
+        "request",
+        node_id = app.node.id(),
+        %method,
+        route = %route,
+        transfer_id = tracing::field::Empty,
+        account_id = tracing::field::Empty,
+        transfers = tracing::field::Empty,
+    );
     let started = Instant::now();
     let response = {
         let _entered = span.enter();

@@ -36,6 +36,8 @@ pub struct Timing {
     pub api_token: Option<String>,
     /// When set, the cluster secret for `/raft/` routes.
     pub secret: Option<String>,
+    /// `RAFTPAY_LOG` for the nodes.
+    pub log_filter: String,
 }
 
 impl Default for Timing {
@@ -48,6 +50,7 @@ impl Default for Timing {
             logs_kept_behind_snapshot: 1_000,
             api_token: None,
             secret: None,
+            log_filter: "info,openraft=warn".into(),
         }
     }
 }
@@ -68,6 +71,7 @@ impl TestNode {
 
 pub struct TestCluster {
     pub api_token: Option<String>,
+    log_filter: String,
     pub dir: tempfile::TempDir,
     pub nodes: BTreeMap<u64, TestNode>,
     pub http: reqwest::Client,
@@ -156,6 +160,7 @@ impl TestCluster {
             .expect("http client");
         TestCluster {
             api_token: timing.api_token.clone(),
+            log_filter: timing.log_filter.clone(),
             dir,
             nodes,
             http,
@@ -194,6 +199,7 @@ impl TestCluster {
 
     /// Starts node `id`'s process (its log is appended to).
     pub fn spawn(&mut self, id: u64) {
+        let log_filter = self.log_filter.clone();
         let node = self.nodes.get_mut(&id).expect("known node");
         assert!(node.child.is_none(), "node {id} already runs");
         let log = std::fs::OpenOptions::new()
@@ -204,7 +210,7 @@ impl TestCluster {
         let child = Command::new(env!("CARGO_BIN_EXE_raftpay"))
             .args(["serve", "--config"])
             .arg(&node.config)
-            .env("RAFTPAY_LOG", "info,openraft=warn")
+            .env("RAFTPAY_LOG", &log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
