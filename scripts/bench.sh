@@ -119,9 +119,11 @@ matrix_run() {
     trap 'exit 130' INT TERM
 
     mkdir -p "$out_dir"
-    rm -f "$out_dir"/*-run*.json "$out_dir"/*-run*.svg "$out_dir"/*-run*.txt
+    # The commit measured; results written here earlier do not count as changes.
     commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+    git diff --quiet HEAD -- . ":(exclude)$out_dir" 2>/dev/null ||
+        commit="$commit (with uncommitted changes)"
+    rm -f "$out_dir"/*-run*.json "$out_dir"/*-run*.svg "$out_dir"/*-run*.txt
     printf 'run_commit=%q\nrun_started=%q\n' "$commit" "$(date -u '+%Y-%m-%d %H:%M UTC')" \
         >"$out_dir/run-info.env"
 
