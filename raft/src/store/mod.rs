@@ -46,6 +46,9 @@ impl Storage {
             .path(&sled_dir)
             .cache_capacity(SLED_CACHE_BYTES)
             .mode(sled::Mode::HighThroughput)
+            // No background flusher: the log flusher already flushes (and fsyncs) every group of
+            // appends, and state-machine writes need no flush of their own (the log is durable).
+            .flush_every_ms(None)
             .open()
             .map_err(io::Error::other)?;
         let db_file = File::open(sled_dir.join("db"))?;
