@@ -240,45 +240,92 @@ fn marker_color(kind: FaultKind) -> &'static str {
     }
 }
 
-/// Acknowledged transfers per second (by completion time) with every fault marked.
-pub fn throughput_chart(history: &History, title: &str) -> Chart {
-    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut last_second = 0u64;
+/// Faults are labelled (kind and nodes) up to this many per chart; beyond, colours only.
+const MARKER_LABELS_MAX: usize = 40;
+/// Most points on a chart: longer runs are averaged over wider buckets.
+const CHART_POINTS_MAX: f64 = 300.0;
+/// Runs longer than this also get a chart of their first `ZOOM_SECONDS`.
+const ZOOM_AFTER_SECONDS: f64 = 180.0;
+const ZOOM_SECONDS: f64 = 100.0;
+
+/// Acknowledged transfers per second (by completion time, averaged over buckets of whole
+/// seconds so that a chart has at most `CHART_POINTS_MAX` points) with every fault marked by a
+/// dashed line in its kind's colour; `until_s` cuts the chart at that second.
+pub fn throughput_chart(history: &History, title: &str, until_s: Option<f64>) -> Chart {
+    let end_s = history
+        .ops
+        .iter()
+        .map(|op| op.complete_ms / 1000.0)
+        .fold(0.0, f64::max);
+    let until_s = until_s.map_or(end_s, |until| until.min(end_s));
+    let bucket_s = (until_s / CHART_POINTS_MAX).ceil().max(1.0);
+    let n_buckets = (until_s / bucket_s).floor() as usize + 1;
+    let mut counts = vec![0u64; n_buckets];
     for op in &history.ops {
-        let second = (op.complete_ms / 1000.0).floor().max(0.0) as u64;
-        last_second = last_second.max(second);
-        if matches!(op.outcome, Outcome::Ok { .. }) {
-            *per_second.entry(second).or_insert(0) += 1;
+        let second = op.complete_ms / 1000.0;
+        if matches!(op.outcome, Outcome::Ok { .. }) && (0.0..=until_s).contains(&second) {
+            let bucket = ((second / bucket_s).floor() as usize).min(n_buckets - 1);
+            counts[bucket] += 1;
         }
     }
-    let points = (0..=last_second)
-        .map(|second| {
-            let n = per_second.get(&second).copied().unwrap_or(0);
-            (second as f64 + 0.5, n as f64)
-        })
+    let points = counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| ((i as f64 + 0.5) * bucket_s, *n as f64 / bucket_s))
         .collect();
-    let markers = history
+    let shown: Vec<_> = history
         .faults
+        .iter()
+        .filter(|fault| fault.inject_ms / 1000.0 <= until_s)
+        .collect();
+    let labelled = shown.len() <= MARKER_LABELS_MAX;
+    let markers = shown
         .iter()
         .map(|fault| {
             let nodes: Vec<String> = fault.nodes.iter().map(|n| format!("n{n}")).collect();
             Marker {
                 x: fault.inject_ms / 1000.0,
-                label: format!("{} {}", fault.kind, nodes.join(",")),
+                label: if labelled {
+                    format!("{} {}", fault.kind, nodes.join(","))
+                } else {
+                    String::new()
+                },
                 color: marker_color(fault.kind).to_owned(),
             }
         })
         .collect();
+    let colours: Vec<String> = FaultKind::ALL
+        .iter()
+        .map(|kind| format!("{} {kind}", colour_name(*kind)))
+        .collect();
+    let name = if bucket_s > 1.0 {
+        format!("acknowledged transfers/s (mean over {bucket_s:.0} s)")
+    } else {
+        "acknowledged transfers/s".to_owned()
+    };
     Chart {
         title: title.to_owned(),
-        x_label: "seconds since start (dashed lines: faults)".to_owned(),
+        x_label: format!(
+            "seconds since start; dashed lines are faults: {}",
+            colours.join(", ")
+        ),
         left: Series {
-            name: "acknowledged transfers/s".to_owned(),
+            name,
             color: "#1f77b4".to_owned(),
             points,
         },
         right: None,
         markers,
+    }
+}
+
+fn colour_name(kind: FaultKind) -> &'static str {
+    match kind {
+        FaultKind::KillLeader => "red",
+        FaultKind::KillRandom => "orange",
+        FaultKind::PauseLeader => "purple",
+        FaultKind::IsolateLeader => "green",
+        FaultKind::KillAll => "black",
     }
 }
 
@@ -288,27 +335,19 @@ pub struct ReportFiles {
     pub history: PathBuf,
     pub summary: PathBuf,
     pub plot: PathBuf,
+    /// The first `ZOOM_SECONDS`, for runs longer than `ZOOM_AFTER_SECONDS`.
+    pub plot_zoom: Option<PathBuf>,
 }
 
-/// Writes `history.json`, `summary.json` and `throughput.svg` into `out`.
+/// Writes `throughput.svg` (and, for a long run, `throughput-first-120s.svg`) into `out`.
 ///
 /// # Errors
 /// When a file cannot be written.
-pub fn write_files(
+pub fn plots_write(
     out: &Path,
     history: &History,
     summary: &Summary,
-) -> anyhow::Result<ReportFiles> {
-    let files = ReportFiles {
-        history: out.join("history.json"),
-        summary: out.join("summary.json"),
-        plot: out.join("throughput.svg"),
-    };
-    let write = |path: &Path, text: String| {
-        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
-    };
-    write(&files.history, serde_json::to_string(history)?)?;
-    write(&files.summary, serde_json::to_string_pretty(summary)?)?;
+) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
     let title = format!(
         "raftpay chaos, seed {}: {} — {} acknowledged transfers, {} faults, {} violations",
         summary.seed,
@@ -317,8 +356,43 @@ pub fn write_files(
         summary.faults_total,
         summary.violations_total
     );
-    write(&files.plot, plot::svg(&throughput_chart(history, &title)))?;
-    Ok(files)
+    let plot = out.join("throughput.svg");
+    std::fs::write(&plot, plot::svg(&throughput_chart(history, &title, None)))
+        .with_context(|| format!("write {}", plot.display()))?;
+    if summary.duration_s <= ZOOM_AFTER_SECONDS {
+        return Ok((plot, None));
+    }
+    let zoom = out.join(format!("throughput-first-{ZOOM_SECONDS:.0}s.svg"));
+    let title = format!("{title} (first {ZOOM_SECONDS:.0} s)");
+    let chart = throughput_chart(history, &title, Some(ZOOM_SECONDS));
+    std::fs::write(&zoom, plot::svg(&chart))
+        .with_context(|| format!("write {}", zoom.display()))?;
+    Ok((plot, Some(zoom)))
+}
+
+/// Writes `history.json`, `summary.json` and the plots into `out`.
+///
+/// # Errors
+/// When a file cannot be written.
+pub fn write_files(
+    out: &Path,
+    history: &History,
+    summary: &Summary,
+) -> anyhow::Result<ReportFiles> {
+    let history_path = out.join("history.json");
+    let summary_path = out.join("summary.json");
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
+    };
+    write(&history_path, serde_json::to_string(history)?)?;
+    write(&summary_path, serde_json::to_string_pretty(summary)?)?;
+    let (plot, plot_zoom) = plots_write(out, history, summary)?;
+    Ok(ReportFiles {
+        history: history_path,
+        summary: summary_path,
+        plot,
+        plot_zoom,
+    })
 }
 
 #[cfg(test)]
@@ -380,9 +454,43 @@ mod tests {
             faults: vec![fault(FaultKind::PauseLeader, 1000.0)],
             ..History::default()
         };
-        let chart = throughput_chart(&history, "t");
+        let chart = throughput_chart(&history, "t", None);
         assert_eq!(chart.markers.len(), 1);
         assert_eq!(chart.left.points, vec![(0.5, 1.0), (1.5, 0.0), (2.5, 1.0)]);
         assert!(plot::svg(&chart).contains("pause-leader n1"));
+        let zoom = throughput_chart(&history, "t", Some(1.0));
+        assert_eq!(zoom.left.points, vec![(0.5, 1.0), (1.5, 0.0)]);
+        assert_eq!(zoom.markers.len(), 1);
+    }
+
+    #[test]
+    fn a_long_run_is_averaged_and_its_many_faults_unlabelled() {
+        let history = History {
+            ops: (0..1200)
+                .map(|s| ack(f64::from(s) * 1000.0, f64::from(s) * 1000.0 + 10.0))
+                .collect(),
+            faults: (0..100)
+                .map(|i| fault(FaultKind::KillAll, f64::from(i) * 10_000.0))
+                .collect(),
+            ..History::default()
+        };
+        let chart = throughput_chart(&history, "t", None);
+        assert!(
+            chart.left.points.len() <= 301,
+            "{}",
+            chart.left.points.len()
+        );
+        assert!(chart
+            .left
+            .points
+            .iter()
+            .take(10)
+            .all(|(_, y)| (*y - 1.0).abs() < 1e-9));
+        assert!(chart.markers.iter().all(|m| m.label.is_empty()));
+        assert!(
+            chart.left.name.contains("mean over 4 s"),
+            "{}",
+            chart.left.name
+        );
     }
 }

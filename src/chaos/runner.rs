@@ -110,6 +110,10 @@ pub struct ChaosArgs {
     /// acknowledged transfers are lost, and pass only if the checker reports them lost.
     #[arg(long)]
     pub negative_control: bool,
+    /// Run nothing: redraw the plots of the earlier run in --out from its history.json and
+    /// summary.json.
+    #[arg(long, requires = "out")]
+    pub replot: bool,
     /// Internal: already inside the private network namespace with this name.
     #[arg(long, hide = true)]
     pub inside_netns: Option<String>,
@@ -221,6 +225,10 @@ fn net_capabilities() -> NetCapabilities {
 /// When the run cannot be carried out at all (no binary, no namespace while isolate-leader was
 /// asked for, a node that cannot be started); violations are a FAIL verdict, not an error.
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    if args.replot {
+        let out = args.out.clone().context("--replot needs --out")?;
+        return replot(&out);
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     let binary = match &args.binary {
         Some(binary) => binary.clone(),
@@ -254,6 +262,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         return run_here(&args, seed, &binary, &out, None).await;
     }
     run_in_namespace(&args, seed, &binary, &out).await
+}
+
+/// Redraws the plots of an earlier run from the files it wrote.
+fn replot(out: &Path) -> anyhow::Result<ExitCode> {
+    let read = |name: &str| -> anyhow::Result<String> {
+        let path = out.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+    };
+    let history: History = serde_json::from_str(&read("history.json")?).context("history.json")?;
+    let summary: report::Summary =
+        serde_json::from_str(&read("summary.json")?).context("summary.json")?;
+    let (plot, zoom) = report::plots_write(out, &history, &summary)?;
+    println!("plot:    {}", plot.display());
+    if let Some(zoom) = zoom {
+        println!("zoom:    {}", zoom.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Deletes the namespace when dropped (also on an error or a panic).
@@ -481,6 +506,9 @@ async fn run_phases(
     println!("summary: {}", files.summary.display());
     println!("history: {}", files.history.display());
     println!("plot:    {}", files.plot.display());
+    if let Some(zoom) = &files.plot_zoom {
+        println!("zoom:    {}", zoom.display());
+    }
     println!("logs:    {}", out.join("node<N>.log").display());
     Ok(if pass {
         ExitCode::SUCCESS

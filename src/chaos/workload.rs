@@ -92,15 +92,6 @@ impl Recorder {
             .map(|(_, id, seq)| (id, seq))
             .collect()
     }
-
-    /// Completion time of the first acknowledged transfer invoked at or after `from_ms`.
-    pub fn first_ack_invoked_from(&self, from_ms: f64) -> Option<f64> {
-        let ops = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
-        ops.iter()
-            .filter(|op| op.invoke_ms >= from_ms && matches!(op.outcome, Outcome::Ok { .. }))
-            .map(|op| op.complete_ms)
-            .min_by(f64::total_cmp)
-    }
 }
 
 /// The accounts of a run: per currency a treasury `treasury-<CUR>` and `per_currency`
