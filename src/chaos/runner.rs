@@ -41,6 +41,8 @@ const CONVERGE_DEADLINE: Duration = Duration::from_secs(60);
 const CONVERGE_DEADLINE_NEGATIVE_CONTROL: Duration = Duration::from_secs(10);
 /// Timeout of one request while fetching the final state.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reads of the final state before giving up on a stable one.
+const FETCH_ATTEMPTS: u32 = 5;
 /// Page size for account histories (the server's maximum).
 const HISTORY_PAGE: u32 = 1000;
 /// Writes of the liveness probe after healing.
@@ -623,29 +625,55 @@ async fn acks_lost(cluster: &Cluster, recorder: &Recorder, before_ms: f64) -> us
     lost
 }
 
-/// Waits for convergence, then fetches every node's state; what fails becomes a problem.
-/// (The API has no account listing: the accounts are those the run created.)
+/// Waits for convergence, then fetches every node's state. A new leader's blank entry can land
+/// while the states are read (an election after healing), so a read that saw the applied index
+/// move, or replicas read at different indexes, is started over (at most `FETCH_ATTEMPTS`
+/// times, and not when the replicas did not converge at all); what still fails becomes a
+/// problem. (The API has no account listing: the accounts
+/// are those the run created.)
 async fn final_states(
     cluster: &mut Cluster,
     account_ids: &[String],
     converge_deadline: Duration,
     problems: &mut Vec<String>,
 ) -> Vec<NodeState> {
-    if let Err(error) = cluster.leader_wait(FIRST_LEADER_DEADLINE).await {
-        problems.push(format!("after healing: {error:#}"));
-    }
-    if let Err(error) = cluster.converged_wait(converge_deadline).await {
-        problems.push(format!("after healing: {error:#}"));
-    }
-    tracing::info!("phase: converged; fetching every node's state");
     let mut nodes = Vec::new();
-    for id in cluster.ids() {
-        match node_state_fetch(&cluster.api, id, account_ids).await {
-            Ok(state) => nodes.push(state),
-            Err(error) => problems.push(format!(
-                "node {id}: cannot fetch the final state: {error:#}"
-            )),
+    for attempt in 1..=FETCH_ATTEMPTS {
+        let mut attempt_problems = Vec::new();
+        if let Err(error) = cluster.leader_wait(FIRST_LEADER_DEADLINE).await {
+            attempt_problems.push(format!("after healing: {error:#}"));
         }
+        let converged = match cluster.converged_wait(converge_deadline).await {
+            Ok(()) => true,
+            Err(error) => {
+                attempt_problems.push(format!("after healing: {error:#}"));
+                false
+            }
+        };
+        tracing::info!(attempt, converged, "phase: fetching every node's state");
+        nodes.clear();
+        for id in cluster.ids() {
+            match node_state_fetch(&cluster.api, id, account_ids).await {
+                Ok(state) => nodes.push(state),
+                Err(error) => attempt_problems.push(format!(
+                    "node {id}: cannot fetch the final state: {error:#}"
+                )),
+            }
+        }
+        let same_index = nodes
+            .windows(2)
+            .all(|pair| pair[0].state_hash_index == pair[1].state_hash_index);
+        // A cluster that did not converge will not by reading again: report what it has.
+        if !converged || (attempt_problems.is_empty() && same_index) || attempt == FETCH_ATTEMPTS {
+            problems.extend(attempt_problems);
+            break;
+        }
+        tracing::info!(
+            attempt,
+            ?attempt_problems,
+            same_index,
+            "state moved while it was read; reading again"
+        );
     }
     nodes
 }
