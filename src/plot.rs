@@ -50,7 +50,7 @@ fn escape(text: &str) -> String {
 fn axis_max(values: impl Iterator<Item = f64>, floor: f64) -> f64 {
     let max = values.fold(floor, f64::max);
     let magnitude = 10f64.powf(max.log10().floor());
-    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
+    for step in [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0] {
         if step * magnitude >= max {
             return step * magnitude;
         }
@@ -244,6 +244,8 @@ mod tests {
         assert_eq!(axis_max([930.0].into_iter(), 1.0), 1000.0);
         assert_eq!(axis_max([45.0].into_iter(), 1.0), 50.0);
         assert_eq!(axis_max([0.0].into_iter(), 1.0), 1.0);
-        assert_eq!(axis_max([120.0].into_iter(), 1.0), 200.0);
+        assert_eq!(axis_max([120.0].into_iter(), 1.0), 120.0);
+        assert_eq!(axis_max([101.0].into_iter(), 1.0), 120.0);
+        assert_eq!(axis_max([61.0].into_iter(), 1.0), 80.0);
     }
 }
