@@ -3,7 +3,7 @@
 #
 # Builds raftpay with the test-only feature `unsafe-ack-before-flush` (log appends acknowledged
 # before they are flushed) into its own target dir, runs the kill-all scenario against it with
-# `--negative-control` (kill-all repeated, at most 25 times, until acknowledged transfers are
+# `--negative-control` (kill-all repeated, at most 60 times, until acknowledged transfers are
 # gone), and exits 0 only when the checker REPORTS lost acknowledged transfers.
 #
 # Usage: scripts/negative-control.sh [--out DIR] [--seed N]
@@ -29,7 +29,7 @@ built=$(date +%s)
 echo "== negative control: kill-all until acknowledged transfers are lost (seed $seed)"
 status=0
 RAFTPAY_LOG=${RAFTPAY_LOG:-info,openraft=warn,sled=warn} \
-    target/negative-control/debug/raftpay chaos --negative-control --seconds 150 --interval-secs 2.5 \
+    target/negative-control/debug/raftpay chaos --negative-control --seconds 300 --interval-secs 2 \
     --seed "$seed" --min-acked 100 --min-faults 1 --out "$out" || status=$?
 finished=$(date +%s)
 echo "negative control: build $((built - started)) s, run $((finished - built)) s; report in $out"
