@@ -177,8 +177,32 @@ pub struct BenchReport {
     pub kills: Vec<KillReport>,
     /// Over the successful kills; `None` without `--kill-leader-every`.
     pub failover: Option<FailoverSummary>,
+    pub elections: Elections,
     pub cpu: CpuReport,
     pub conservation: Conservation,
+}
+
+/// Elections during the measured window, from the Raft term (every election, won or not,
+/// starts a new term). Without faults a healthy cluster starts none.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Elections {
+    /// The highest term any node reported when the window began; `None` if none answered.
+    pub term_start: Option<u64>,
+    /// The same when the window ended.
+    pub term_end: Option<u64>,
+    /// `term_end - term_start`: the elections started in the window.
+    pub new_terms: Option<u64>,
+}
+
+/// The highest term any of `nodes` reports now (each asked once, directly).
+async fn term_highest(client: &Client, nodes: &[String]) -> Option<u64> {
+    let mut highest = None;
+    for node in nodes {
+        if let Ok(status) = client.cluster_status(Some(node)).await {
+            highest = highest.max(Some(status.term));
+        }
+    }
+    highest
 }
 
 /// The options of the run, as used.
@@ -1240,7 +1264,13 @@ pub async fn execute(opts: &ClientOpts, args: &BenchArgs) -> anyhow::Result<Benc
     );
     accounts_create(&client, &plan, &args.currency).await?;
 
-    let (outcomes, kills, clock, cpu) = load_run(&client, &plan, args).await?;
+    let LoadOutcome {
+        outcomes,
+        kills,
+        clock,
+        cpu,
+        elections,
+    } = load_run(&client, &opts.node, &plan, args).await?;
 
     let mut expected = Expected::default();
     let mut request_latency = latency_histogram();
@@ -1280,6 +1310,7 @@ pub async fn execute(opts: &ClientOpts, args: &BenchArgs) -> anyhow::Result<Benc
         transfer_latency,
         errors,
         kills,
+        elections,
         cpu,
         conservation,
     }))
@@ -1303,9 +1334,10 @@ fn plan_make(args: &BenchArgs, seed: u64) -> Plan {
 /// Runs the client tasks (and the killer and the progress bar) through warm-up and window.
 async fn load_run(
     client: &Client,
+    nodes: &[String],
     plan: &Arc<Plan>,
     args: &BenchArgs,
-) -> anyhow::Result<(Vec<TaskOutcome>, Vec<KillEvent>, Clock, CpuReport)> {
+) -> anyhow::Result<LoadOutcome> {
     let start = Instant::now();
     let clock = Clock {
         start,
@@ -1369,8 +1401,17 @@ async fn load_run(
     };
     tokio::time::sleep_until(clock.window_start).await;
     let cpu_start = CpuSample::take(args.pid_dir.as_deref());
+    let term_start = term_highest(client, nodes).await;
     tokio::time::sleep_until(clock.window_end).await;
     let cpu = CpuSample::take(args.pid_dir.as_deref()).report_since(&cpu_start);
+    let term_end = term_highest(client, nodes).await;
+    let elections = Elections {
+        term_start,
+        term_end,
+        new_terms: term_end
+            .zip(term_start)
+            .map(|(end, start)| end.saturating_sub(start)),
+    };
 
     let mut outcomes = Vec::with_capacity(tasks.len());
     let mut failure = None;
@@ -1394,7 +1435,22 @@ async fn load_run(
     if let Some(error) = failure {
         return Err(error).context("a bench client cannot send requests");
     }
-    Ok((outcomes, kills, clock, cpu))
+    Ok(LoadOutcome {
+        outcomes,
+        kills,
+        clock,
+        cpu,
+        elections,
+    })
+}
+
+/// What `load_run` collected.
+struct LoadOutcome {
+    outcomes: Vec<TaskOutcome>,
+    kills: Vec<KillEvent>,
+    clock: Clock,
+    cpu: CpuReport,
+    elections: Elections,
 }
 
 /// The inputs of the report.
@@ -1409,6 +1465,7 @@ struct ReportParts<'a> {
     transfer_latency: Histogram<u64>,
     errors: ErrorReport,
     kills: Vec<KillEvent>,
+    elections: Elections,
     cpu: CpuReport,
     conservation: Conservation,
 }
@@ -1470,6 +1527,7 @@ fn report_make(parts: ReportParts<'_>) -> BenchReport {
         per_second: per_second(events, window_start_us, seconds),
         kills,
         failover,
+        elections: parts.elections.clone(),
         cpu: parts.cpu.clone(),
         conservation: parts.conservation.clone(),
     }
@@ -1564,9 +1622,22 @@ pub fn report_text(report: &BenchReport) -> String {
     if let Some(failover) = &report.failover {
         out += &failover_text(report, failover);
     }
+    out += &elections_text(&report.elections, report.kills.len());
     out += &cpu_text(&report.cpu);
     out += &conservation_text(&report.conservation);
     out
+}
+
+fn elections_text(elections: &Elections, kills: usize) -> String {
+    let show = |term: Option<u64>| term.map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let new_terms = elections
+        .new_terms
+        .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+    format!(
+        "elections:        {new_terms} new terms in the window (term {} -> {}; {kills} leader kills)\n",
+        show(elections.term_start),
+        show(elections.term_end)
+    )
 }
 
 fn latency_line(name: &str, latency: &LatencySummary) -> String {

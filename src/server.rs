@@ -31,6 +31,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         body_bytes_max: config.http.body_bytes_max,
         api_token: config.http.api_token.clone(),
         forward_timeout: Duration::from_millis(config.http.forward_timeout_ms),
+        // Long enough for an election after a crash (the lease, then a vote), well inside a
+        // client's request timeout.
+        leader_wait: (Duration::from_millis(config.raft.election_timeout_max_ms) * 5)
+            .min(Duration::from_millis(config.http.forward_timeout_ms)),
         started,
         outgoing_ip: config.outgoing_ip(),
     };

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod detector;
 pub mod ledger;
 pub mod network;
 pub mod node;

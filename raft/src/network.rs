@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::io::Cursor;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -24,6 +25,7 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::codec;
+use crate::detector::Heard;
 use crate::typ::{NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// Header naming the node a Raft RPC is meant for.
@@ -32,6 +34,9 @@ pub const HEADER_TARGET: &str = "x-raftpay-target";
 pub const HEADER_SECRET: &str = "x-raftpay-secret";
 /// How long sending a whole snapshot may take.
 pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a node stops campaigning early after a candidate with a longer log asked for its
+/// vote (see `detector`).
+const STAND_ASIDE: Duration = Duration::from_secs(2);
 /// Connecting to a peer gives up after this long (a dead host, not a slow one).
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -262,6 +267,7 @@ pub struct RpcServer {
     raft: Raft,
     node_id: NodeId,
     secret: Option<String>,
+    heard: Arc<Heard>,
 }
 
 fn reply<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Vec<u8> {
@@ -269,11 +275,18 @@ fn reply<T: Serialize, E: Serialize>(result: &Result<T, E>) -> Vec<u8> {
 }
 
 impl RpcServer {
-    pub fn new(raft: Raft, node_id: NodeId, secret: Option<String>) -> RpcServer {
+    /// `heard` is told of every append (entries or heartbeat) this node receives.
+    pub fn new(
+        raft: Raft,
+        node_id: NodeId,
+        secret: Option<String>,
+        heard: Arc<Heard>,
+    ) -> RpcServer {
         RpcServer {
             raft,
             node_id,
             secret,
+            heard,
         }
     }
 
@@ -302,10 +315,16 @@ impl RpcServer {
         match route {
             ROUTE_APPEND => {
                 let request: AppendEntriesRequest<TypeConfig> = codec::decode(body)?;
+                self.heard.touch();
                 Ok(reply(&self.raft.append_entries(request).await))
             }
             ROUTE_VOTE => {
                 let request: VoteRequest<NodeId> = codec::decode(body)?;
+                let own_last = self.raft.metrics().borrow().last_log_index;
+                if request.last_log_id.map(|id| id.index) > own_last {
+                    // Let the better candidate win: see `detector`.
+                    self.heard.stand_aside(STAND_ASIDE);
+                }
                 Ok(reply(&self.raft.vote(request).await))
             }
             ROUTE_SNAPSHOT => {

@@ -15,6 +15,7 @@ use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::detector::{self, Heard, WatchOptions};
 use crate::ledger::{validate_command, Command, CommandResult, InvalidRequest};
 use crate::network::{Network, RpcServer};
 use crate::stats::Stats;
@@ -170,7 +171,20 @@ impl Node {
             PROPOSALS_IN_FLIGHT_MAX,
             Arc::clone(&stats),
         ));
-        let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone());
+        let heard = Arc::new(Heard::default());
+        let committed_of = log_reader.clone();
+        tokio::spawn(detector::run(
+            raft.clone(),
+            Arc::clone(&heard),
+            move || committed_of.committed_index(),
+            WatchOptions {
+                node_id: options.node_id,
+                lease: options.election_timeout_max,
+                heartbeat: options.heartbeat_interval,
+                local_ip: options.outgoing_ip,
+            },
+        ));
+        let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone(), heard);
         Ok(Node {
             inner: Arc::new(NodeInner {
                 id: options.node_id,
@@ -235,7 +249,28 @@ impl Node {
         Some((leader, addr))
     }
 
-    fn is_leader(&self) -> bool {
+    /// Waits until this node knows a leader other than `not`, or `deadline` passes.
+    pub async fn leader_wait(
+        &self,
+        not: Option<NodeId>,
+        deadline: tokio::time::Instant,
+    ) -> Option<(NodeId, String)> {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(leader) = self.leader() {
+                if Some(leader.0) != not {
+                    return Some(leader);
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Whether this node leads right now.
+    pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
     }
 

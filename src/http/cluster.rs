@@ -13,9 +13,11 @@ use raftpay_raft::network::{RpcRefused, HEADER_SECRET, HEADER_TARGET};
 use raftpay_raft::node::MembershipError;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::time::Instant;
 
+use super::forward::{self, Forward};
 use super::ledger::ReadQuery;
-use super::{forward, ApiError, App, RawRequest};
+use super::{ApiError, App, RawRequest};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,8 +91,15 @@ async fn membership_answer(
 ) -> Result<Response, ApiError> {
     match result {
         Ok(()) => Ok(Json(cluster_status(app)?).into_response()),
+        // A membership change is forwarded once, without waiting out an election: the
+        // operator sees the 503 and decides.
         Err(MembershipError::NotLeader { leader }) => {
-            forward::to_leader(app, request, leader).await
+            match forward::to_leader(app, request, leader, Instant::now()).await? {
+                Forward::Answered(response) => Ok(response),
+                Forward::Retry => Err(ApiError::Unavailable(
+                    "leadership is changing; retry shortly".into(),
+                )),
+            }
         }
         Err(MembershipError::Invalid(message)) => Err(ApiError::InvalidRequest(message)),
         Err(MembershipError::NotFound(id)) => Err(ApiError::NodeNotFound(id)),

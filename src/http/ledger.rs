@@ -7,14 +7,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use raftpay_raft::ledger::{
-    validate_batch, validate_id, Account, AccountSpec, Command, CommandResult, Transfer,
-    TransferResult, TransferSpec,
+    validate_batch, validate_command, validate_id, Account, AccountSpec, Command, CommandResult,
+    Transfer, TransferResult, TransferSpec,
 };
 use raftpay_raft::node::WriteError;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::time::Instant;
 
-use super::{forward, ApiError, App, RawRequest};
+use super::forward::{self, Forward};
+use super::{ApiError, App, RawRequest};
 
 /// History pages hold at most this many transfers.
 pub const HISTORY_PAGE_MAX: usize = 1000;
@@ -142,18 +144,44 @@ enum Written {
 }
 
 async fn write(app: &App, request: &RawRequest, command: Command) -> Result<Written, ApiError> {
-    match app.node.write(command).await {
-        Ok(result) => Ok(Written::Here(result)),
-        Err(WriteError::NotLeader { leader }) => forward::to_leader(app, request, leader)
-            .await
-            .map(Written::Forwarded),
-        Err(WriteError::Invalid(error)) => Err(ApiError::InvalidRequest(error.0)),
-        Err(WriteError::Unavailable(detail)) => Err(ApiError::Unavailable(format!(
+    validate_command(&command).map_err(|error| ApiError::InvalidRequest(error.0))?;
+    let deadline = Instant::now() + app.settings.leader_wait;
+    loop {
+        if app.node.is_leader() {
+            return match app.node.write(command).await {
+                Ok(result) => Ok(Written::Here(result)),
+                // Leadership moved while the write was queued; it was not proposed here. One
+                // forward, no waiting: the command is gone.
+                Err(WriteError::NotLeader { leader }) => {
+                    match forward::to_leader(app, request, leader, Instant::now()).await? {
+                        Forward::Answered(response) => Ok(Written::Forwarded(response)),
+                        Forward::Retry => Err(ApiError::Unavailable(
+                            "leadership is changing; retry shortly".into(),
+                        )),
+                    }
+                }
+                Err(error) => Err(write_error(error)),
+            };
+        }
+        match forward::to_leader(app, request, app.node.leader(), deadline).await? {
+            Forward::Answered(response) => return Ok(Written::Forwarded(response)),
+            Forward::Retry => {}
+        }
+    }
+}
+
+fn write_error(error: WriteError) -> ApiError {
+    match error {
+        WriteError::Invalid(error) => ApiError::InvalidRequest(error.0),
+        WriteError::Unavailable(detail) => ApiError::Unavailable(format!(
             "{detail}; the outcome is unknown: retry with the same id"
-        ))),
-        Err(WriteError::Overloaded) => Err(ApiError::Unavailable(
-            "too many writes queued; retry shortly".into(),
         )),
+        WriteError::Overloaded => {
+            ApiError::Unavailable("too many writes queued; retry shortly".into())
+        }
+        WriteError::NotLeader { .. } => {
+            ApiError::Unavailable("leadership is changing; retry shortly".into())
+        }
     }
 }
 
@@ -166,13 +194,21 @@ async fn read_barrier(
 ) -> Result<Option<Response>, ApiError> {
     match consistency.unwrap_or("linearizable") {
         "local" => Ok(None),
-        "linearizable" => match app.node.linearizable_barrier().await {
-            Ok(()) => Ok(None),
-            Err(WriteError::NotLeader { leader }) => {
-                forward::to_leader(app, request, leader).await.map(Some)
+        "linearizable" => {
+            let deadline = Instant::now() + app.settings.leader_wait;
+            loop {
+                match app.node.linearizable_barrier().await {
+                    Ok(()) => return Ok(None),
+                    Err(WriteError::NotLeader { leader }) => {
+                        match forward::to_leader(app, request, leader, deadline).await? {
+                            Forward::Answered(response) => return Ok(Some(response)),
+                            Forward::Retry => {}
+                        }
+                    }
+                    Err(error) => return Err(ApiError::Unavailable(error.to_string())),
+                }
             }
-            Err(error) => Err(ApiError::Unavailable(error.to_string())),
-        },
+        }
         other => Err(ApiError::InvalidRequest(format!(
             "consistency must be linearizable or local, not {other}"
         ))),

@@ -45,6 +45,9 @@ pub struct Settings {
     pub body_bytes_max: usize,
     pub api_token: Option<String>,
     pub forward_timeout: Duration,
+    /// How long a follower holds a request while no leader is known or the leader's port
+    /// refuses connections (a failover), before answering `503`.
+    pub leader_wait: Duration,
     pub started: Instant,
     /// Local IP for forwarded requests (see `cluster.bind_outgoing`).
     pub outgoing_ip: Option<std::net::IpAddr>,
