@@ -1,14 +1,18 @@
 //! The replicated state machine: applies committed entries to the ledger and persists each apply
 //! call's changes, `last_applied`, the membership and the state hash in one atomic sled batch.
-//! Snapshots are a copy of the whole state tree, taken on the state-machine worker (sled has no
-//! point-in-time view), serialized and written durably before openraft may purge the log.
+//! Snapshots are a copy of the whole state tree at one applied index, serialized and written
+//! durably before openraft may purge the log. sled has no point-in-time view, so the state
+//! machine keeps one while a copy runs ([`Freeze`]): each apply first records the values it is
+//! about to overwrite, and the copy prefers those to what it reads. Applies go on meanwhile.
 //!
 //! It must never return `Err` for a ledger rejection (that is a result), and never persist a
 //! decision computed from a failed read.
 
+use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftTypeConfig};
@@ -101,8 +105,103 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// A point-in-time view of the state tree while a snapshot copy runs: for every key an apply
+/// wrote since the snapshot point, its value at that point (`None`: it did not exist).
+///
+/// Order matters: an apply records a key's old value *before* it writes the key, and the copy
+/// looks a key up here *after* it read it from the tree. So a value the copy read that is newer
+/// than the snapshot point always has its old value recorded here by then.
+#[derive(Default)]
+struct Freeze {
+    before: Mutex<Option<BTreeMap<Vec<u8>, Option<sled::IVec>>>>,
+}
+
+type FrozenValues = BTreeMap<Vec<u8>, Option<sled::IVec>>;
+
+impl Freeze {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<FrozenValues>> {
+        // A panic while holding this lock leaves a consistent map (inserts only).
+        self.before.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a freeze; false when one is already running.
+    fn begin(&self) -> bool {
+        let mut before = self.lock();
+        if before.is_some() {
+            return false;
+        }
+        *before = Some(BTreeMap::new());
+        true
+    }
+
+    fn active(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Records the current value of each of `keys` not yet recorded, before an apply writes them.
+    fn record<'k>(
+        &self,
+        tree: &sled::Tree,
+        keys: impl Iterator<Item = &'k [u8]>,
+    ) -> sled::Result<()> {
+        let mut guard = self.lock();
+        let Some(before) = guard.as_mut() else {
+            return Ok(());
+        };
+        for key in keys {
+            if !before.contains_key(key) {
+                before.insert(key.to_vec(), tree.get(key)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value `key` had at the snapshot point, if an apply has changed it since.
+    fn before(&self, key: &[u8]) -> Option<Option<sled::IVec>> {
+        self.lock()
+            .as_ref()
+            .and_then(|before| before.get(key).cloned())
+    }
+
+    fn end(&self) -> Option<FrozenValues> {
+        self.lock().take()
+    }
+}
+
+/// Copies `tree` as it was when `freeze` began (see [`Freeze`]).
+fn frozen_copy(tree: &sled::Tree, freeze: &Freeze) -> Result<SnapshotData, String> {
+    let mut pairs = Vec::new();
+    let mut restored = 0usize;
+    let read = tree.iter().try_for_each(|item| {
+        let (key, value) = item?;
+        match freeze.before(&key) {
+            None => pairs.push((key.to_vec(), value.to_vec())),
+            Some(Some(old)) => {
+                restored += 1;
+                pairs.push((key.to_vec(), old.to_vec()));
+            }
+            // Written after the snapshot point.
+            Some(None) => {}
+        }
+        Ok::<(), sled::Error>(())
+    });
+    // Ended on every path: applies stop recording.
+    let frozen = freeze.end();
+    read.map_err(|e| e.to_string())?;
+    let frozen = frozen.ok_or_else(|| "snapshot freeze ended early".to_owned())?;
+    // Applies never remove keys, so every key that existed then was seen in the tree.
+    let existed = frozen.values().filter(|old| old.is_some()).count();
+    if existed != restored {
+        return Err(format!(
+            "snapshot copy incomplete: {existed} keys changed since the snapshot point, {restored} found"
+        ));
+    }
+    Ok(SnapshotData::new(pairs))
+}
+
 pub struct StateMachine {
     storage: Arc<Storage>,
+    freeze: Arc<Freeze>,
     stats: Arc<Stats>,
     hot: HotState,
     reader: LedgerReader,
@@ -231,6 +330,7 @@ impl StateMachine {
             snapshots_built: 0,
             stats: Arc::default(),
             hot: HotState::default(),
+            freeze: Arc::default(),
             storage,
         };
         machine.load_from_tree()?;
@@ -329,28 +429,41 @@ impl StateMachine {
     ) -> Result<(), StorageError> {
         let encode =
             |value: &dyn erased::Encode| value.encode().map_err(|e| sm_error(ErrorVerb::Write, e));
-        let mut batch = sled::Batch::default();
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(
+            changes.accounts.len() + changes.transfers.len() + changes.history.len() + 8,
+        );
         for (id, account) in &changes.accounts {
-            batch.insert(account_key(id), encode(account)?);
+            writes.push((account_key(id), encode(account)?));
         }
         for (id, record) in &changes.transfers {
-            batch.insert(transfer_key(id), encode(record)?);
+            writes.push((transfer_key(id), encode(record)?));
         }
         for (currency, totals) in &changes.totals {
-            batch.insert(totals_key(currency), encode(totals)?);
+            writes.push((totals_key(currency), encode(totals)?));
         }
         for entry in &changes.history {
-            batch.insert(
+            writes.push((
                 history_key(&entry.account, entry.seq),
                 encode(&entry.transfer_id)?,
-            );
+            ));
         }
         if let Some(seq_last) = changes.seq_last {
-            batch.insert(KEY_SEQ_LAST, encode(&seq_last)?);
+            writes.push((KEY_SEQ_LAST.to_vec(), encode(&seq_last)?));
         }
-        batch.insert(KEY_APPLIED, encode(&applied)?);
-        batch.insert(KEY_MEMBERSHIP, encode(membership)?);
-        batch.insert(KEY_HASH, encode(hash)?);
+        writes.push((KEY_APPLIED.to_vec(), encode(&applied)?));
+        writes.push((KEY_MEMBERSHIP.to_vec(), encode(membership)?));
+        writes.push((KEY_HASH.to_vec(), encode(hash)?));
+        // A snapshot copy may be running: keep what it must see (before the write, see Freeze).
+        self.freeze
+            .record(
+                &self.storage.state,
+                writes.iter().map(|(key, _)| key.as_slice()),
+            )
+            .map_err(|e| sm_error(ErrorVerb::Read, e))?;
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            batch.insert(key, value);
+        }
         self.storage
             .state
             .apply_batch(batch)
@@ -432,23 +545,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Copied while the state-machine worker waits here, so no apply runs while we read; on
-        // a blocking thread, so the copy of a large state does not hold up a runtime worker
-        // (and with it heartbeats and votes).
+        // Called on the state-machine worker between applies: the state tree is exactly at
+        // `self.applied` now. The copy itself runs later, while applies go on (see Freeze).
         let tree = self.storage.state.clone();
-        let copy = tokio::task::spawn_blocking(move || {
-            let mut pairs = Vec::new();
-            for item in tree.iter() {
-                let (key, value) = item.map_err(|e| e.to_string())?;
-                pairs.push((key.to_vec(), value.to_vec()));
+        let source = if self.freeze.begin() {
+            Source::Frozen {
+                tree,
+                freeze: Arc::clone(&self.freeze),
             }
-            Ok(SnapshotData::new(pairs))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("snapshot copy task: {e}")));
+        } else {
+            // Another copy still runs (openraft builds one at a time; a backup may race it):
+            // copy here, on a blocking thread, with applies held back.
+            let copy = tokio::task::spawn_blocking(move || {
+                let mut pairs = Vec::new();
+                for item in tree.iter() {
+                    let (key, value) = item.map_err(|e| e.to_string())?;
+                    pairs.push((key.to_vec(), value.to_vec()));
+                }
+                Ok(SnapshotData::new(pairs))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("snapshot copy task: {e}")));
+            Source::Copied(copy)
+        };
         self.snapshots_built += 1;
         SnapshotBuilder {
-            copy,
+            source: Some(source),
             applied: self.applied,
             membership: self.membership.clone(),
             dir: self.snapshot_dir.clone(),
@@ -471,6 +593,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
+        // A snapshot copy reads the tree this install replaces: let it finish first.
+        while self.freeze.active() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // Verified before anything is written: a bad snapshot is refused and leaves no trace.
         let decoded = SnapshotData::decode_verified(&data)
             .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
@@ -494,27 +620,54 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Serializes and persists the copy taken by `get_snapshot_builder`.
+/// Where a builder's data comes from.
+enum Source {
+    /// The live tree, seen through the freeze begun by `get_snapshot_builder`.
+    Frozen {
+        tree: sled::Tree,
+        freeze: Arc<Freeze>,
+    },
+    /// A copy already taken.
+    Copied(Result<SnapshotData, String>),
+}
+
+/// Copies (when frozen), serializes and persists the state as of `get_snapshot_builder`.
 pub struct SnapshotBuilder {
-    copy: Result<SnapshotData, String>,
+    /// `None` once built.
+    source: Option<Source>,
     applied: Option<LogId>,
     membership: StoredMembership,
     dir: PathBuf,
     snapshot_id: String,
 }
 
+impl Drop for SnapshotBuilder {
+    /// A builder dropped unbuilt must not leave applies recording old values forever.
+    fn drop(&mut self) {
+        if let Some(Source::Frozen { freeze, .. }) = &self.source {
+            freeze.end();
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let copy = std::mem::replace(&mut self.copy, Err("snapshot already built".into()));
-        let copy = copy.map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
+        let source = self
+            .source
+            .take()
+            .ok_or_else(|| snapshot_error(None, ErrorVerb::Read, "snapshot already built"))?;
         let meta = SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
             snapshot_id: self.snapshot_id.clone(),
         };
         let (dir, meta_written) = (self.dir.clone(), meta.clone());
-        // Encoding and writing hundreds of MB is blocking work.
+        // Copying, encoding and writing hundreds of MB is blocking work.
         let stored = tokio::task::spawn_blocking(move || {
+            let copy = match source {
+                Source::Frozen { tree, freeze } => frozen_copy(&tree, &freeze)?,
+                Source::Copied(copy) => copy?,
+            };
             let data = codec::encode(&copy).map_err(|e| e.to_string())?;
             let stored = StoredSnapshot {
                 meta: meta_written,

@@ -1057,3 +1057,94 @@ async fn a_snapshot_with_a_damaged_state_is_rejected_without_installing_it() {
     }
     assert!(breaches.is_empty(), "{breaches:#?}");
 }
+
+#[tokio::test]
+async fn a_snapshot_holds_the_state_of_its_index_while_applies_go_on() {
+    // Goal: the snapshot copy runs while the state machine keeps applying, yet holds exactly the
+    // state at the index it names: no later transfer, no later balance, no later seq. Method:
+    // take a builder after `ledger_entries`, apply more entries (new transfers, changed balances,
+    // a new account, a new seq), then build; install it into a fresh machine and compare with a
+    // machine that applied only `ledger_entries`. Then check the freeze ended: a second snapshot
+    // of the live machine holds the later entries.
+    let dir_a = tempfile::tempdir().expect("temp dir");
+    let dir_b = tempfile::tempdir().expect("temp dir");
+    let dir_c = tempfile::tempdir().expect("temp dir");
+    let mut a = opened(dir_a.path());
+    a.machine.apply(ledger_entries()).await.expect("apply");
+    let mut builder = a.machine.get_snapshot_builder().await;
+    a.machine
+        .apply([
+            normal(
+                1,
+                6,
+                vec![
+                    transfer("t6", "alice", "bob", 7),
+                    account("carol", "CNY", false),
+                ],
+            ),
+            normal(1, 7, vec![transfer("t7", "bank", "carol", 30)]),
+        ])
+        .await
+        .expect("apply after the snapshot point");
+    let later = visible(&a.machine.reader());
+    let snapshot = builder.build_snapshot().await.expect("build snapshot");
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 5)));
+    let meta = snapshot.meta.clone();
+
+    let mut b = opened(dir_b.path());
+    install(&mut b.machine, &meta, snapshot_bytes(snapshot))
+        .await
+        .expect("install snapshot");
+    let mut c = opened(dir_c.path());
+    c.machine.apply(ledger_entries()).await.expect("apply");
+    assert_eq!(visible(&b.machine.reader()), visible(&c.machine.reader()));
+    assert_ledger_state(&b.machine.reader());
+    assert!(b.machine.reader().account("carol").expect("read").is_none());
+    assert!(b.machine.reader().transfer("t7").expect("read").is_none());
+    // The live machine kept everything.
+    assert_eq!(visible(&a.machine.reader()), later);
+    assert_eq!(balance(&a.machine.reader(), "carol"), 30);
+
+    let second = a
+        .machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("second snapshot");
+    assert_eq!(second.meta.last_log_id, Some(log_id(1, 7)));
+    let dir_d = tempfile::tempdir().expect("temp dir");
+    let mut d = opened(dir_d.path());
+    install(&mut d.machine, &second.meta.clone(), snapshot_bytes(second))
+        .await
+        .expect("install the second snapshot");
+    assert_eq!(balance(&d.machine.reader(), "carol"), 30);
+    assert_eq!(visible(&d.machine.reader()), later);
+}
+
+#[tokio::test]
+async fn a_builder_dropped_unbuilt_ends_its_freeze() {
+    // Goal: a builder openraft drops without building must not leave the state machine
+    // recording old values forever (memory) or block installs. Method: take a builder, drop
+    // it, then install a snapshot (which waits for any running copy): it must finish.
+    let dir_a = tempfile::tempdir().expect("temp dir");
+    let mut a = opened(dir_a.path());
+    a.machine.apply(ledger_entries()).await.expect("apply");
+    let snapshot = a
+        .machine
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build snapshot");
+    drop(a.machine.get_snapshot_builder().await);
+    let meta = snapshot.meta.clone();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        install(&mut a.machine, &meta, snapshot_bytes(snapshot)),
+    )
+    .await
+    .expect("install waits for no copy")
+    .expect("install snapshot");
+    assert_ledger_state(&a.machine.reader());
+}
