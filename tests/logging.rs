@@ -1,15 +1,106 @@
 //! Logs a machine can read: with `[log] format = "json"`, every line a node writes while serving
-//! a request is one JSON object carrying the node id, and the transfer id for transfer requests.
+//! a request is one JSON object carrying the node id, and the transfer id for transfer requests;
+//! under concurrent requests at every node, no line carries another request's ids.
 
 mod common;
 
-use common::{account_body, transfer_body, TestCluster, Timing};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{account_body, transfer_body, LoadOutcome, LoadSpec, TestCluster, Timing};
 use serde_json::Value;
 
+/// The ids an event mentions: `fields.transfer_id`, and every id-shaped word of its string
+/// fields that is one of `known`.
+fn ids_mentioned(fields: &Value, known: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    let Some(fields) = fields.as_object() else {
+        return ids;
+    };
+    for value in fields.values().filter_map(Value::as_str) {
+        let id_char = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+        for word in value.split(|c: char| !id_char(c)) {
+            if known.contains(word) {
+                ids.insert(word.to_string());
+            }
+        }
+    }
+    ids
+}
+
+/// What the lines of one node say about transfer requests.
+#[derive(Default)]
+struct TransferLines {
+    /// (node, transfer id) of every line logged inside a transfer request's span.
+    by_node: BTreeSet<(u64, String)>,
+    /// "transfer posted" events: transfer id → the seqs logged with it.
+    posted_seqs: BTreeMap<String, BTreeSet<u64>>,
+    /// Lines that end a request's handling on a node: "transfer posted", "forward to leader",
+    /// or a refusal (an error `code`), by (node, transfer id).
+    outcome_lines: BTreeMap<(u64, String), usize>,
+    request_lines: usize,
+}
+
+/// Reads every line of `node`'s log and checks it (see the test's goal).
+fn node_lines_check(node: u64, text: &str, known: &BTreeSet<String>, lines: &mut TransferLines) {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("node {node}: not JSON ({e}): {line}"));
+        let Some(span) = value.get("span").filter(|s| s["name"] == "request") else {
+            continue;
+        };
+        lines.request_lines += 1;
+        assert_eq!(span["node_id"].as_u64(), Some(node), "{line}");
+        // A request span is never nested in another request's span.
+        let requests = value["spans"].as_array().map_or(0, |spans| {
+            spans.iter().filter(|s| s["name"] == "request").count()
+        });
+        assert_eq!(requests, 1, "{line}");
+        if span["route"] != "/v1/transfers" {
+            continue;
+        }
+        let id = span["transfer_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no transfer id: {line}"));
+        // Whatever id the event itself names is the request's own.
+        let mentioned = ids_mentioned(&value["fields"], known);
+        assert!(
+            mentioned.iter().all(|m| m == id),
+            "node {node}: a line of request {id} mentions {mentioned:?}: {line}"
+        );
+        lines.by_node.insert((node, id.to_string()));
+        let message = &value["fields"]["message"];
+        if message == "transfer posted"
+            || message == "forward to leader"
+            || value["fields"].get("code").is_some()
+        {
+            *lines
+                .outcome_lines
+                .entry((node, id.to_string()))
+                .or_default() += 1;
+        }
+        if value["fields"]["message"] == "transfer posted" {
+            assert_eq!(value["fields"]["transfer_id"], id, "{line}");
+            let seq = value["fields"]["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no seq: {line}"));
+            lines
+                .posted_seqs
+                .entry(id.to_string())
+                .or_default()
+                .insert(seq);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_log_lines_are_json_with_node_and_transfer_ids() {
-    // Goal: an operator can follow one payment through the logs of every node. Method: run a
-    // cluster logging JSON at debug for raftpay, send transfers to every node, parse every line.
+async fn request_log_lines_are_json_with_node_and_transfer_ids_under_concurrent_load() {
+    // Goal: an operator can follow one payment through the logs of every node, even while
+    // many are served at once. Method: a cluster logging JSON at debug for raftpay; six writers
+    // (two per node) post transfers while the three nodes also get a create and a conflicting
+    // re-send each, all at once; then every line of every node is parsed and checked: it is
+    // JSON, a request's lines carry its node id and transfer id and name no other transfer,
+    // and each transfer is logged where it was sent, posted with the seq its client was told.
     let timing = Timing {
         log_filter: "info,raftpay=debug,openraft=warn".into(),
         ..Timing::default()
@@ -29,57 +120,150 @@ async fn request_log_lines_are_json_with_node_and_transfer_ids() {
             .0,
         201
     );
-    for node in 1..=3 {
-        let id = format!("logged-{node}");
-        assert_eq!(
-            cluster
-                .post(
-                    node,
-                    "/v1/transfers",
-                    transfer_body(&id, "bank", "alice", 1)
-                )
-                .await
-                .0,
-            201
-        );
-        assert_eq!(
-            cluster
-                .post(
-                    node,
-                    "/v1/transfers",
-                    transfer_body(&id, "alice", "bank", 1)
-                )
-                .await
-                .0,
-            409
-        );
-    }
+    let spec = LoadSpec::new("logged-load", 6).rejecting_every(10);
+    spec.accounts_create(&cluster).await;
+    let load = spec.start(&cluster);
+    load.answered_wait(30, Duration::from_secs(20)).await;
 
-    let mut request_lines = 0;
-    let mut transfer_ids_seen = std::collections::BTreeSet::new();
+    tracing::info!("the three nodes get their own transfers while the load runs");
+    let singles = (1..=3).map(|node| {
+        let cluster = &cluster;
+        async move {
+            let id = format!("logged-{node}");
+            let created = cluster
+                .post(
+                    node,
+                    "/v1/transfers",
+                    transfer_body(&id, "bank", "alice", 1),
+                )
+                .await;
+            assert_eq!(created.0, 201, "{created:?}");
+            let conflict = cluster
+                .post(
+                    node,
+                    "/v1/transfers",
+                    transfer_body(&id, "alice", "bank", 1),
+                )
+                .await;
+            assert_eq!(conflict.0, 409, "{conflict:?}");
+            (id, created.1["seq"].as_u64().expect("seq"))
+        }
+    });
+    let singles: BTreeMap<String, u64> = futures::future::join_all(singles)
+        .await
+        .into_iter()
+        .collect();
+    let answered = load.answered();
+    load.answered_wait(answered + 600, Duration::from_secs(30))
+        .await;
+    let report = load.stop().await;
+
+    let mut known: BTreeSet<String> = singles.keys().cloned().collect();
+    known.extend(report.outcomes.iter().map(|o| o.id.clone()));
+    let mut lines = TransferLines::default();
     for node in cluster.nodes.values() {
         let text = std::fs::read_to_string(&node.log).unwrap();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("node {}: not JSON ({e}): {line}", node.id));
-            let Some(span) = value.get("span").filter(|s| s["name"] == "request") else {
-                continue;
-            };
-            request_lines += 1;
-            assert_eq!(span["node_id"].as_u64(), Some(node.id), "{line}");
-            if span["route"] == "/v1/transfers" {
-                let id = span["transfer_id"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no transfer id: {line}"));
-                transfer_ids_seen.insert(id.to_string());
-            }
-        }
+        node_lines_check(node.id, &text, &known, &mut lines);
     }
-    assert!(request_lines >= 6, "only {request_lines} request lines");
-    let expected: std::collections::BTreeSet<String> =
-        (1..=3).map(|n| format!("logged-{n}")).collect();
+    assert!(
+        lines.request_lines >= 6,
+        "only {} request lines",
+        lines.request_lines
+    );
+    let transfer_ids_seen: BTreeSet<String> =
+        lines.by_node.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(
-        transfer_ids_seen, expected,
+        transfer_ids_seen, known,
         "every transfer's lines carry its id"
     );
+    // Each load transfer was logged by the node that answered it, and a posted one was logged
+    // as posted with the seq its writer got.
+    let seq_logged = |id: &str, seq: u64| {
+        lines
+            .posted_seqs
+            .get(id)
+            .is_some_and(|seqs| seqs == &BTreeSet::from([seq]))
+    };
+    for outcome in &report.outcomes {
+        let LoadOutcome { id, node, .. } = outcome;
+        assert!(
+            lines.by_node.contains(&(*node, id.clone())),
+            "node {node} answered {id} but logged no line of it"
+        );
+        // Sent once, handled once: one line says how (a line of another request that carried
+        // this id would make two here and none there).
+        if outcome.attempts == 1 {
+            let handled = lines.outcome_lines.get(&(*node, id.clone()));
+            assert_eq!(
+                handled,
+                Some(&1),
+                "node {node}: lines that handled {id} (sent once)"
+            );
+        }
+        match outcome.seq() {
+            Some(seq) => assert!(
+                seq_logged(id, seq),
+                "{id} acknowledged with seq {seq}, logged posted with {:?}",
+                lines.posted_seqs.get(id)
+            ),
+            None => assert!(
+                !lines.posted_seqs.contains_key(id),
+                "{id} was rejected but logged posted: {outcome:?}"
+            ),
+        }
+    }
+    for (id, seq) in &singles {
+        assert!(
+            seq_logged(id, *seq),
+            "{id} not logged posted with seq {seq}"
+        );
+    }
+    tracing::info!(
+        transfers = known.len(),
+        request_lines = lines.request_lines,
+        "every line checked"
+    );
+}
+
+/// The line checks on made-up lines: they pass a request's own ids and catch another's.
+mod checks {
+    use super::*;
+
+    fn line(node: u64, span_id: &str, fields: &str) -> String {
+        let span = format!(
+            r#"{{"method":"POST","node_id":{node},"route":"/v1/transfers","transfer_id":"{span_id}","name":"request"}}"#
+        );
+        format!(r#"{{"level":"DEBUG","fields":{fields},"span":{span},"spans":[{span}]}}"#)
+    }
+
+    fn fails(node: u64, text: &str) -> bool {
+        let known = BTreeSet::from(["t-1".to_string(), "t-2".to_string()]);
+        std::panic::catch_unwind(|| {
+            node_lines_check(node, text, &known, &mut TransferLines::default());
+        })
+        .is_err()
+    }
+
+    #[test]
+    fn a_request_line_naming_another_request_is_caught() {
+        let posted = r#"{"message":"transfer posted","transfer_id":"t-1","seq":3,"created":true}"#;
+        let refused = r#"{"message":"transfer id t-1 was already used with different content","code":"id_conflict"}"#;
+        assert!(!fails(1, &line(1, "t-1", posted)));
+        assert!(!fails(1, &line(1, "t-1", refused)));
+        assert!(
+            fails(1, &line(1, "t-2", posted)),
+            "posted under another span"
+        );
+        assert!(
+            fails(1, &line(1, "t-2", refused)),
+            "message names another id"
+        );
+        assert!(fails(2, &line(1, "t-1", posted)), "another node's id");
+        assert!(fails(1, "not json"));
+        let nested = line(1, "t-1", posted).replace(
+            r#""spans":["#,
+            r#""spans":[{"name":"request","node_id":1},"#,
+        );
+        assert!(fails(1, &nested), "a request span inside another");
+    }
 }

@@ -1,12 +1,16 @@
 //! The shared harness for integration tests: real `raftpay serve` processes on ephemeral ports
 //! and temporary data directories, with kill/pause/restart, an HTTP helper, and polling with
 //! deadlines (never bare sleeps). Every child process is killed when the cluster is dropped.
+//! `Load` runs a background transfer load whose every transfer ends with a definite answer, so
+//! a test knows exactly what was acknowledged, and by which node.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -431,5 +435,365 @@ where
             "timed out after {deadline:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long one transfer of a [`Load`] may take to get a definite answer, failovers included.
+pub const LOAD_DEFINITE_DEADLINE: Duration = Duration::from_secs(30);
+/// Timeout of one attempt of a load transfer against one node.
+const LOAD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a whole round of nodes gave no definite answer; doubles up to the max.
+const LOAD_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const LOAD_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// What a background transfer load does: `writers` tasks, each posting one transfer after the
+/// other from `{prefix}-bank` (overdraft allowed) to its own `{prefix}-to-{writer}`, until
+/// stopped. Every `reject_every`-th transfer of a writer (0: none) comes from the empty
+/// `{prefix}-empty` instead and must be rejected (`422 insufficient_funds`).
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub prefix: String,
+    pub writers: usize,
+    pub reject_every: u64,
+}
+
+/// One load transfer and its definite answer (a 2xx or 4xx).
+#[derive(Debug, Clone)]
+pub struct LoadOutcome {
+    pub id: String,
+    pub request: Value,
+    pub status: u16,
+    pub answer: Value,
+    /// The node that gave the definite answer (it may have forwarded the request).
+    pub node: u64,
+    /// Attempts it took, the definite one included.
+    pub attempts: u32,
+}
+
+impl LoadOutcome {
+    /// Posted: 201 (this attempt created it) or 200 (an earlier attempt of the same id did).
+    pub fn is_posted(&self) -> bool {
+        matches!(self.status, 200 | 201)
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        self.answer["seq"].as_u64()
+    }
+}
+
+/// What a stopped load saw. Every transfer it started got a definite answer (a writer re-sends
+/// the same id until it does, or panics), so the ids posted are exactly the ids created.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub outcomes: Vec<LoadOutcome>,
+    /// Responses to `POST /v1/transfers` received, by (node that sent it, HTTP status),
+    /// definite or not: each is a request that node served.
+    pub answered: BTreeMap<(u64, u16), u64>,
+    /// Attempts that got no HTTP response at all (refused, reset, timed out), by node.
+    pub unanswered: BTreeMap<u64, u64>,
+}
+
+impl LoadReport {
+    fn absorb(&mut self, other: LoadReport) {
+        self.outcomes.extend(other.outcomes);
+        for (key, n) in other.answered {
+            *self.answered.entry(key).or_default() += n;
+        }
+        for (key, n) in other.unanswered {
+            *self.unanswered.entry(key).or_default() += n;
+        }
+    }
+
+    /// The outcomes that posted a transfer.
+    pub fn posted(&self) -> Vec<&LoadOutcome> {
+        self.outcomes.iter().filter(|o| o.is_posted()).collect()
+    }
+
+    /// Responses of one node with one status.
+    pub fn answered_by(&self, node: u64, status: u16) -> u64 {
+        self.answered.get(&(node, status)).copied().unwrap_or(0)
+    }
+
+    /// Every load transfer is there when read back through the API (`GET /v1/transfers/{id}`,
+    /// linearizable, any node): a posted one exactly as acknowledged (same seq, accounts,
+    /// amount), a rejected one with its recorded error. Acknowledged seqs are all distinct.
+    ///
+    /// # Panics
+    /// When an acknowledged transfer is missing or differs: an acknowledged write was lost.
+    pub async fn verify_present(&self, cluster: &TestCluster) {
+        use futures::StreamExt as _;
+        let ids: BTreeSet<&str> = self.outcomes.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids.len(), self.outcomes.len(), "a load id was used twice");
+        let seqs: BTreeSet<u64> = self.posted().iter().filter_map(|o| o.seq()).collect();
+        assert_eq!(
+            seqs.len(),
+            self.posted().len(),
+            "acknowledged transfers share a seq or lack one"
+        );
+        let client = cluster.client();
+        let checks = self.outcomes.iter().map(|outcome| {
+            let client = client.clone();
+            async move {
+                let path = format!("/v1/transfers/{}", outcome.id);
+                let read = client.raw(reqwest::Method::GET, &path, None).await;
+                let (status, body) = read.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+                let expected_status = if outcome.is_posted() {
+                    200
+                } else {
+                    outcome.status
+                };
+                assert_eq!(
+                    (status, &body),
+                    (expected_status, &outcome.answer),
+                    "transfer {} read back differs from its acknowledgement ({} attempts)",
+                    outcome.id,
+                    outcome.attempts
+                );
+            }
+        });
+        futures::stream::iter(checks)
+            .buffer_unordered(4)
+            .collect::<Vec<()>>()
+            .await;
+        tracing::info!(
+            transfers = self.outcomes.len(),
+            "every load transfer read back"
+        );
+    }
+}
+
+/// State shared by a load's writers.
+struct LoadShared {
+    spec: LoadSpec,
+    nodes: Vec<(u64, String)>,
+    http: reqwest::Client,
+    api_token: Option<String>,
+    stop: AtomicBool,
+    answered: AtomicU64,
+    seq_max: AtomicU64,
+}
+
+/// A running background transfer load; see [`LoadSpec`]. Dropping it aborts the writers.
+pub struct Load {
+    shared: Arc<LoadShared>,
+    writers: Vec<tokio::task::JoinHandle<LoadReport>>,
+}
+
+impl LoadSpec {
+    pub fn new(prefix: &str, writers: usize) -> LoadSpec {
+        LoadSpec {
+            prefix: prefix.to_string(),
+            writers,
+            reject_every: 0,
+        }
+    }
+
+    pub fn rejecting_every(mut self, n: u64) -> LoadSpec {
+        self.reject_every = n;
+        self
+    }
+
+    fn bank(&self) -> String {
+        format!("{}-bank", self.prefix)
+    }
+
+    fn empty(&self) -> String {
+        format!("{}-empty", self.prefix)
+    }
+
+    fn sink(&self, writer: usize) -> String {
+        format!("{}-to-{writer}", self.prefix)
+    }
+
+    /// The accounts the load needs, as (id, allow_overdraft).
+    pub fn accounts(&self) -> Vec<(String, bool)> {
+        let mut accounts = vec![(self.bank(), true), (self.empty(), false)];
+        accounts.extend((0..self.writers).map(|w| (self.sink(w), false)));
+        accounts
+    }
+
+    /// Creates the accounts (idempotent); returns how many this call created.
+    pub async fn accounts_create(&self, cluster: &TestCluster) -> u64 {
+        let client = cluster.client();
+        let mut created = 0;
+        for (id, allow_overdraft) in self.accounts() {
+            let account = raftpay::client::NewAccount {
+                id: id.clone(),
+                currency: "CNY".into(),
+                allow_overdraft,
+            };
+            let (_, new) = client
+                .create_account(&account)
+                .await
+                .unwrap_or_else(|e| panic!("create account {id}: {e}"));
+            created += u64::from(new);
+        }
+        created
+    }
+
+    /// Starts the writers (the accounts must exist). Writer `w` sends each transfer first to
+    /// the `w`-th running node (modulo), and on no definite answer to the next ones in turn.
+    pub fn start(&self, cluster: &TestCluster) -> Load {
+        let nodes: Vec<(u64, String)> = cluster
+            .running()
+            .into_iter()
+            .map(|id| (id, cluster.addr(id).to_string()))
+            .collect();
+        let shared = Arc::new(LoadShared {
+            spec: self.clone(),
+            nodes,
+            http: cluster.http.clone(),
+            api_token: cluster.api_token.clone(),
+            stop: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            seq_max: AtomicU64::new(0),
+        });
+        // One task per writer: posts until `Load::stop` raises the flag, then finishes its
+        // transfer in flight (to a definite answer) and returns what it saw. `Load`'s drop
+        // aborts them if the test ends without `stop`.
+        let writers = (0..self.writers)
+            .map(|writer| tokio::spawn(load_writer(Arc::clone(&shared), writer)))
+            .collect();
+        tracing::info!(prefix = %self.prefix, writers = self.writers, "load started");
+        Load { shared, writers }
+    }
+}
+
+impl Load {
+    /// `writers` writers under the prefix `load`, no rejections; creates the accounts first.
+    pub async fn start(cluster: &TestCluster, writers: usize) -> Load {
+        let spec = LoadSpec::new("load", writers);
+        spec.accounts_create(cluster).await;
+        spec.start(cluster)
+    }
+
+    /// Transfers that got a definite answer so far.
+    pub fn answered(&self) -> u64 {
+        self.shared.answered.load(Ordering::SeqCst)
+    }
+
+    /// The highest seq acknowledged so far.
+    pub fn seq_max(&self) -> u64 {
+        self.shared.seq_max.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` transfers got a definite answer.
+    pub async fn answered_wait(&self, n: u64, deadline: Duration) {
+        let what = format!("{n} answered load transfers");
+        eventually(deadline, &what, || async {
+            (self.answered() >= n).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the writers, waits for their transfers in flight to be decided, and reports.
+    ///
+    /// # Panics
+    /// When a writer panicked (a transfer got no definite answer within
+    /// [`LOAD_DEFINITE_DEADLINE`]) or does not finish in time.
+    pub async fn stop(mut self) -> LoadReport {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let mut report = LoadReport::default();
+        for writer in std::mem::take(&mut self.writers) {
+            let joined = tokio::time::timeout(LOAD_DEFINITE_DEADLINE * 2, writer)
+                .await
+                .expect("a load writer did not finish");
+            match joined {
+                Ok(part) => report.absorb(part),
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            }
+        }
+        tracing::info!(
+            transfers = report.outcomes.len(),
+            posted = report.posted().len(),
+            answered = ?report.answered,
+            unanswered = ?report.unanswered,
+            "load stopped"
+        );
+        report
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for writer in &self.writers {
+            writer.abort();
+        }
+    }
+}
+
+async fn load_writer(shared: Arc<LoadShared>, writer: usize) -> LoadReport {
+    let spec = &shared.spec;
+    let mut report = LoadReport::default();
+    let mut n: u64 = 0;
+    while !shared.stop.load(Ordering::SeqCst) {
+        n += 1;
+        let id = format!("{}-w{writer}-{n}", spec.prefix);
+        let request = if spec.reject_every != 0 && n.is_multiple_of(spec.reject_every) {
+            transfer_body(&id, &spec.empty(), &spec.bank(), 1)
+        } else {
+            transfer_body(&id, &spec.bank(), &spec.sink(writer), 1 + n % 7)
+        };
+        let outcome = load_send(&shared, writer, id, request, &mut report).await;
+        if let Some(seq) = outcome.seq() {
+            shared.seq_max.fetch_max(seq, Ordering::SeqCst);
+        }
+        report.outcomes.push(outcome);
+        shared.answered.fetch_add(1, Ordering::SeqCst);
+    }
+    report
+}
+
+/// Sends one transfer until a node gives a definite answer (2xx/4xx), the same request each
+/// time, trying the nodes in turn from the writer's own; pauses only after a whole round.
+async fn load_send(
+    shared: &LoadShared,
+    writer: usize,
+    id: String,
+    request: Value,
+    report: &mut LoadReport,
+) -> LoadOutcome {
+    let until = Instant::now() + LOAD_DEFINITE_DEADLINE;
+    let mut attempts = 0;
+    let mut backoff = LOAD_BACKOFF_MIN;
+    loop {
+        for offset in 0..shared.nodes.len() {
+            let (node, addr) = &shared.nodes[(writer + offset) % shared.nodes.len()];
+            attempts += 1;
+            let mut post = shared
+                .http
+                .post(format!("http://{addr}/v1/transfers"))
+                .timeout(LOAD_ATTEMPT_TIMEOUT)
+                .json(&request);
+            if let Some(token) = &shared.api_token {
+                post = post.bearer_auth(token);
+            }
+            let Ok(response) = post.send().await else {
+                *report.unanswered.entry(*node).or_default() += 1;
+                continue;
+            };
+            let status = response.status().as_u16();
+            *report.answered.entry((*node, status)).or_default() += 1;
+            let Ok(text) = response.text().await else {
+                continue;
+            };
+            if (200..500).contains(&status) {
+                return LoadOutcome {
+                    id,
+                    request,
+                    status,
+                    answer: serde_json::from_str(&text).unwrap_or(Value::Null),
+                    node: *node,
+                    attempts,
+                };
+            }
+        }
+        assert!(
+            Instant::now() < until,
+            "transfer {id}: no definite answer within {LOAD_DEFINITE_DEADLINE:?}"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LOAD_BACKOFF_MAX);
     }
 }
