@@ -170,16 +170,13 @@ impl Freeze {
 
 /// Copies `tree` as it was when `freeze` began (see [`Freeze`]).
 fn frozen_copy(tree: &sled::Tree, freeze: &Freeze) -> Result<SnapshotData, String> {
-    let mut pairs = Vec::new();
-    let mut restored = 0usize;
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let read = tree.iter().try_for_each(|item| {
         let (key, value) = item?;
         match freeze.before(&key) {
+            // Unchanged since the snapshot point (so far): the value read is the one then.
             None => pairs.push((key.to_vec(), value.to_vec())),
-            Some(Some(old)) => {
-                restored += 1;
-                pairs.push((key.to_vec(), old.to_vec()));
-            }
+            Some(Some(old)) => pairs.push((key.to_vec(), old.to_vec())),
             // Written after the snapshot point.
             Some(None) => {}
         }
@@ -189,12 +186,19 @@ fn frozen_copy(tree: &sled::Tree, freeze: &Freeze) -> Result<SnapshotData, Strin
     let frozen = freeze.end();
     read.map_err(|e| e.to_string())?;
     let frozen = frozen.ok_or_else(|| "snapshot freeze ended early".to_owned())?;
-    // Applies never remove keys, so every key that existed then was seen in the tree.
-    let existed = frozen.values().filter(|old| old.is_some()).count();
-    if existed != restored {
-        return Err(format!(
-            "snapshot copy incomplete: {existed} keys changed since the snapshot point, {restored} found"
-        ));
+    // Applies never remove keys, so every key that existed at the snapshot point was read.
+    // (`tree.iter()` yields keys in order, so `pairs` is sorted.)
+    for (key, old) in &frozen {
+        if old.is_some()
+            && pairs
+                .binary_search_by(|(k, _)| k.as_slice().cmp(key))
+                .is_err()
+        {
+            return Err(format!(
+                "snapshot copy missed key {} that existed at the snapshot point",
+                String::from_utf8_lossy(key)
+            ));
+        }
     }
     Ok(SnapshotData::new(pairs))
 }
