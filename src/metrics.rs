@@ -60,7 +60,7 @@ fn counters_render(out: &mut String, stats: &Stats, leaders: &LeaderWatch) {
         out,
         "raftpay_raft_leader_changes_total",
         "counter",
-        "Leader changes this node saw",
+        "Times this node learned of a new leader, the first since start included",
         &one(leaders.changes_total().to_string()),
     );
     family(

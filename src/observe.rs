@@ -63,7 +63,8 @@ impl LeaderWatch {
         watch
     }
 
-    /// Leader changes seen since start (the first known leader counts as none).
+    /// How often a leader became known since this node started (after none, or another):
+    /// the first leader it learns of counts, an election that ends with no leader does not.
     pub fn changes_total(&self) -> u64 {
         self.lock().changes_total
     }

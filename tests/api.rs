@@ -272,6 +272,20 @@ async fn every_error_code_is_returned_and_changes_nothing() {
             "node {node}"
         );
     }
+    // ...and says the connection closes: the body was left unread, so the server drops it, and
+    // a client must not send its next request there.
+    let response = cluster
+        .http
+        .post(format!("http://{}/v1/transfers", cluster.addr(2)))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        response.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
 
     // 404s.
     let (status, answer) = cluster.get(2, "/v1/accounts/nobody").await;

@@ -86,6 +86,13 @@ impl IntoResponse for ApiError {
             _ => tracing::debug!(code, message = %self, "request refused"),
         }
         let mut response = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body was refused unread, so the server drops the connection after answering;
+            // saying so keeps a client from sending its next request on that dead connection.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
