@@ -9,13 +9,15 @@
 # failover figures and a description of the machine, next to one JSON, SVG and text report per
 # run in docs/bench/. Every cluster it started is stopped on exit (trap), also on Ctrl-C.
 #
-# Configurations: single transfers with 1, 16, 64 and 256 clients; batches of 1000 with 4
-# clients; failover: 64 clients while the leader is SIGKILLed every 5 s (11 kills per run) and
-# restarted 1 s after each kill.
+# Configurations: single transfers with 1, 16, 64 and 256 clients (clients move to the leader
+# once a node names it); 64 clients that stay on their node, so followers forward (the hop's
+# cost); batches of 1000 with 4 clients; failover: 64 clients while the leader is SIGKILLed every
+# 5 s (11 kills per run) and restarted 1 s after each kill. Then one steady run: 64 clients for
+# 5 minutes without faults, counting elections (any new Raft term is a spurious one).
 #
 # Usage: scripts/bench.sh [--quick] [--report-only]
-#   --quick        one run of each configuration, 5 s each (failover 12 s, 3 kills), results in
-#                  target/bench-quick/ instead of docs/bench/
+#   --quick        one run of each configuration, 5 s each (failover 12 s, 3 kills; steady
+#                  30 s), results in target/bench-quick/ instead of docs/bench/
 #   --report-only  no runs: write results.md again from the JSON reports already there
 #
 # Environment: RAFTPAY_PORT_BASE (default 7100), RAFTPAY_BENCH_OUT (output directory).
@@ -32,6 +34,8 @@ readonly FAILOVER_RESTART_AFTER_S=1
 readonly FAILOVER_EVERY_QUICK_S=3
 readonly FAILOVER_DURATION_QUICK_S=12 # kills at 3, 6, 9 s
 readonly ACCOUNTS=1000
+readonly STEADY_DURATION_FULL_S=300
+readonly STEADY_DURATION_QUICK_S=30
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -66,6 +70,7 @@ if $quick; then
     warmup_s=$WARMUP_QUICK_S
     failover_every_s=$FAILOVER_EVERY_QUICK_S
     failover_duration_s=$FAILOVER_DURATION_QUICK_S
+    steady_duration_s=$STEADY_DURATION_QUICK_S
     out_dir=${RAFTPAY_BENCH_OUT:-target/bench-quick}
 else
     runs=$RUNS_FULL
@@ -73,6 +78,7 @@ else
     warmup_s=$WARMUP_S
     failover_every_s=$FAILOVER_EVERY_S
     failover_duration_s=$FAILOVER_DURATION_FULL_S
+    steady_duration_s=$STEADY_DURATION_FULL_S
     out_dir=${RAFTPAY_BENCH_OUT:-docs/bench}
 fi
 
@@ -81,9 +87,11 @@ configurations=(
     "single-c1|--clients 1"
     "single-c16|--clients 16"
     "single-c64|--clients 64"
+    "single-c64-forwarded|--clients 64 --no-follow-leader"
     "single-c256|--clients 256"
     "batch1000-c4|--clients 4 --batch 1000"
     "failover-c64|--clients 64 --kill-leader-every $failover_every_s --restart-after $FAILOVER_RESTART_AFTER_S"
+    "steady-c64|--clients 64"
 )
 
 failed_runs=()
@@ -138,9 +146,14 @@ matrix_run() {
         name=${configuration%%|*}
         read -r -a bench_args <<<"${configuration#*|}"
         run_duration_s=$duration_s
+        runs_this=$runs
         [[ $name == failover-* ]] && run_duration_s=$failover_duration_s
-        for ((run = 1; run <= runs; run++)); do
-            echo "bench.sh: $name, run $run of $runs" >&2
+        if [[ $name == steady-* ]]; then
+            run_duration_s=$steady_duration_s
+            runs_this=1
+        fi
+        for ((run = 1; run <= runs_this; run++)); do
+            echo "bench.sh: $name, run $run of $runs_this" >&2
             cluster_fresh
             base="$out_dir/$name-run$run"
             status=0
@@ -196,6 +209,12 @@ def cell(values, fmt="{:,.0f}"):
     return f"{fmt.format(median)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 ms = "{:,.1f}"
+
+def new_terms(reports):
+    counts = [(r.get("elections") or {}).get("new_terms") for r in reports]
+    if any(c is None for c in counts):
+        return "?"
+    return str(sum(counts))
 lines = []
 add = lines.append
 add("# raftpay benchmark results")
@@ -210,16 +229,19 @@ add("")
 add(f"**Method:** each configuration ran {runs} time(s); every run on a fresh 3-node cluster "
     "(\`scripts/cluster.sh\`, new data directory), $ACCOUNTS accounts and a treasury, "
     "$warmup_s s warm-up, then $duration_s s measured ($failover_duration_s s for "
-    "failover). Clients spread over the three nodes and share one keep-alive connection pool. "
+    "failover, $steady_duration_s s and one run for steady). Clients start spread over the three "
+    "nodes, share one keep-alive connection pool, and move to the leader once a node names it "
+    "(\`-forwarded\`: they stay on their node and followers forward every write). "
     "Cells show the median over runs and (min–max). Latency is per request; a batch request "
-    "carries 1000 transfers.")
+    "carries 1000 transfers. *New terms* counts elections started in the measured windows "
+    "(summed over runs): without faults it must be 0.")
 add("")
-add("| configuration | transfers/s | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | bench CPU (cores) | nodes CPU (cores) | other load (cores) | conservation |")
-add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+add("| configuration | transfers/s | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | new terms | bench CPU (cores) | nodes CPU (cores) | other load (cores) | conservation |")
+add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name in names:
     reports = load(name)
     if not reports:
-        add(f"| {name} | no result | | | | | | | | | | | |")
+        add(f"| {name} | no result | | | | | | | | | | | | |")
         continue
     lat = lambda key: [r["latency_request"][key] for r in reports]
     # Only when all three nodes ran through the window (no kills).
@@ -235,6 +257,7 @@ for name in names:
         cell(lat("p50_ms"), ms), cell(lat("p90_ms"), ms), cell(lat("p99_ms"), ms),
         cell(lat("p999_ms"), ms), cell(lat("max_ms"), ms),
         str(sum(r["errors"]["total"] for r in reports)),
+        new_terms(reports),
         cell([r["cpu"]["bench_cores"] for r in reports], "{:.2f}"),
         cell(nodes_cpu, "{:.2f}"),
         cell(other, "{:.2f}"),
@@ -306,6 +329,10 @@ next_all = [k["window"]["to_next_ack_ms"] for r in reports for k in r["kills"] i
 if next_all:
     med, mx = statistics.median(next_all), max(next_all)
     target(f"failover, {len(next_all)} kills", "median ≤ 500 ms, max ≤ 1 s", f"median {med:,.0f} ms, max {mx:,.0f} ms", med <= 500 and mx <= 1000)
+steady = load("steady-c64")
+if steady:
+    terms = new_terms(steady)
+    target(f"no spurious election, {steady[0]['config']['duration_s']:.0f} s of 64 clients without faults", "0 new terms", f"{terms} new terms", terms == "0")
 add("")
 add("## Plots")
 add("")
@@ -324,7 +351,7 @@ if bad:
     for run in bad:
         add(f"- {run}")
     add("")
-add("Reproduce: \`scripts/bench.sh\` (about 15 minutes; \`--quick\` for a one-minute smoke run). "
+add("Reproduce: \`scripts/bench.sh\` (about 20 minutes; \`--quick\` for a two-minute smoke run). "
     "Per-run reports: \`<configuration>-run<N>.{json,svg,txt}\` in this directory.")
 with open(os.path.join(out_dir, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")

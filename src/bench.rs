@@ -83,9 +83,14 @@ pub struct BenchArgs {
     /// Accounts that receive transfers (plus one treasury account).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub accounts: u32,
-    /// Concurrent clients, spread over the nodes.
+    /// Concurrent clients, spread over the nodes (they move to the leader once a node names it,
+    /// unless `--no-follow-leader`).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub clients: u32,
+    /// Keep each client on its node, so followers forward its writes to the leader (measures
+    /// the forwarding hop).
+    #[arg(long)]
+    pub no_follow_leader: bool,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value = "20", value_parser = parse_seconds)]
     pub duration: Duration,
@@ -210,6 +215,8 @@ async fn term_highest(client: &Client, nodes: &[String]) -> Option<u64> {
 pub struct ReportConfig {
     pub nodes: Vec<String>,
     pub clients: u32,
+    /// Clients moved to the leader a node named (else they stayed on their node).
+    pub follow_leader: bool,
     pub accounts: u32,
     pub batch: Option<u32>,
     pub mix_percent: u8,
@@ -1252,7 +1259,8 @@ pub async fn execute(opts: &ClientOpts, args: &BenchArgs) -> anyhow::Result<Benc
     if let Some(every) = args.kill_leader_every {
         anyhow::ensure!(!every.is_zero(), "--kill-leader-every must be above 0");
     }
-    let client = Client::new(&opts.node, opts.token.as_deref())?;
+    let client =
+        Client::new(&opts.node, opts.token.as_deref())?.with_follow_leader(!args.no_follow_leader);
     let seed = args.seed.unwrap_or_else(rand::random);
     let plan = Arc::new(plan_make(args, seed));
     let started_unix_s = SystemTime::now()
@@ -1505,6 +1513,7 @@ fn report_make(parts: ReportParts<'_>) -> BenchReport {
         config: ReportConfig {
             nodes: opts.node.clone(),
             clients: args.clients,
+            follow_leader: !args.no_follow_leader,
             accounts: args.accounts,
             batch: args.batch,
             mix_percent: args.mix,
@@ -1591,9 +1600,14 @@ fn label_default(args: &BenchArgs) -> String {
 pub fn report_text(report: &BenchReport) -> String {
     let config = &report.config;
     let mut out = format!(
-        "raftpay bench: {} ({} nodes, {} accounts, {:.0} s measured after {:.0} s warm-up, prefix {}, seed {})\n",
+        "raftpay bench: {} ({} nodes, {}, {} accounts, {:.0} s measured after {:.0} s warm-up, prefix {}, seed {})\n",
         report.label,
         config.nodes.len(),
+        if config.follow_leader {
+            "clients follow the leader"
+        } else {
+            "clients stay on their node (followers forward)"
+        },
         config.accounts,
         config.duration_s,
         config.warmup_s,

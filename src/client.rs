@@ -23,6 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::time::Instant;
 
+use crate::http::HEADER_LEADER;
+
 /// Timeout of one HTTP attempt against one node, from connect to the end of the body.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Total time a call may spend trying nodes before it reports `Unavailable`.
@@ -438,8 +440,9 @@ impl Reply {
 
 /// The outcome of one attempt against one node.
 enum Attempt {
-    /// A 2xx or 4xx: decided, return it.
-    Answered(Reply),
+    /// A 2xx or 4xx: decided, return it; with the index of the leader when the answer named one
+    /// of our nodes.
+    Answered(Reply, Option<usize>),
     /// No definite answer; try the next node.
     Failed {
         reason: String,
@@ -457,8 +460,12 @@ pub struct Client {
     authorization: Option<HeaderValue>,
     request_timeout: Duration,
     retry_deadline: Duration,
-    /// Index of the node that last gave a definite answer; the next call starts there.
+    /// Index of the node the next call starts at: the one that last gave a definite answer,
+    /// or the leader it named (see `follow_leader`).
     node_preferred: Arc<AtomicUsize>,
+    /// Move to the leader a node names in its answer (`x-raftpay-leader`), sparing later calls
+    /// the forwarding hop. On by default.
+    follow_leader: bool,
 }
 
 impl Client {
@@ -491,7 +498,20 @@ impl Client {
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
             retry_deadline: RETRY_DEADLINE_DEFAULT,
             node_preferred: Arc::new(AtomicUsize::new(0)),
+            follow_leader: true,
         })
+    }
+
+    /// Whether calls move to the leader an answer names (default) or stay on the node that
+    /// answered, letting it forward writes to the leader.
+    pub fn with_follow_leader(mut self, follow_leader: bool) -> Self {
+        self.follow_leader = follow_leader;
+        self
+    }
+
+    /// The base URL the next call starts at.
+    pub fn node_preferred(&self) -> &str {
+        &self.nodes[self.node_preferred.load(Ordering::Relaxed) % self.nodes.len()]
     }
 
     /// Sets the timeout of one attempt against one node.
@@ -685,7 +705,7 @@ impl Client {
     pub async fn send_to(&self, node: &str, request: &ApiRequest) -> Result<Reply, ClientError> {
         let base = node_base_url(node)?;
         match self.attempt(&base, request, self.request_timeout).await? {
-            Attempt::Answered(reply) => Ok(reply),
+            Attempt::Answered(reply, _) => Ok(reply),
             Attempt::Failed { reason, .. } => Err(ClientError::Unavailable {
                 last: format!("{base}: {reason}"),
             }),
@@ -714,8 +734,12 @@ impl Client {
             let base = &self.nodes[node_index];
             let timeout = self.request_timeout.min(remaining);
             match self.attempt(base, request, timeout).await? {
-                Attempt::Answered(reply) => {
-                    self.node_preferred.store(node_index, Ordering::Relaxed);
+                Attempt::Answered(reply, leader) => {
+                    let next = match leader {
+                        Some(leader) if self.follow_leader => leader,
+                        _ => node_index,
+                    };
+                    self.node_preferred.store(next, Ordering::Relaxed);
                     return Ok(reply);
                 }
                 Attempt::Failed {
@@ -734,6 +758,13 @@ impl Client {
             }
         }
         Err(ClientError::Unavailable { last })
+    }
+
+    /// Which of our nodes the answer's `x-raftpay-leader` header names, if any.
+    fn leader_index(&self, headers: &HeaderMap) -> Option<usize> {
+        let named = headers.get(HEADER_LEADER)?.to_str().ok()?;
+        let base = node_base_url(named).ok()?;
+        self.nodes.iter().position(|node| *node == base)
     }
 
     /// One attempt against one node.
@@ -765,6 +796,7 @@ impl Client {
         };
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
+        let leader = self.leader_index(response.headers());
         let body = match body_read_capped(response).await {
             Ok(body) => body,
             Err(BodyError::TooLarge) => {
@@ -776,7 +808,7 @@ impl Client {
         };
         let reply = Reply { status, body };
         if is_definite(status) {
-            return Ok(Attempt::Answered(reply));
+            return Ok(Attempt::Answered(reply, leader));
         }
         let reason = match reply.api_error() {
             ClientError::Api { code, message, .. } => format!("HTTP {status} {code}: {message}"),

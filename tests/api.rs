@@ -584,3 +584,59 @@ async fn cluster_health_ready_and_auth() {
         "health needs no token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_name_the_leader_and_the_client_moves_there() {
+    // Goal: every `/v1/` answer names the leader (`x-raftpay-leader`), so a client can skip the
+    // forwarding hop; raftpay's client moves there unless told to stay. Method: ask a follower,
+    // read the header; then send a transfer through clients that start at the follower, with
+    // and without following, and see where each would send its next request.
+    let cluster = TestCluster::start(3).await;
+    setup_accounts(&cluster).await;
+    let leader = cluster.leader_wait(std::time::Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    for path in ["/v1/accounts/alice", "/v1/cluster"] {
+        let response = cluster
+            .http
+            .get(format!("http://{}{path}", cluster.addr(follower)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response
+                .headers()
+                .get("x-raftpay-leader")
+                .and_then(|v| v.to_str().ok()),
+            Some(cluster.addr(leader)),
+            "{path} from node {follower}"
+        );
+    }
+    // Not on routes outside `/v1/`.
+    let health = cluster
+        .http
+        .get(format!("http://{}/health", cluster.addr(follower)))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.headers().get("x-raftpay-leader").is_none());
+
+    let nodes = [cluster.addr(follower), cluster.addr(leader)];
+    let following = raftpay::client::Client::new(&nodes, None).expect("client");
+    let staying = following.with_node_first(0).with_follow_leader(false);
+    assert_eq!(following.node_preferred(), format!("http://{}", nodes[0]));
+    for (client, id) in [(&following, "follows"), (&staying, "stays")] {
+        client
+            .transfer(&raftpay::client::NewTransfer {
+                id: id.into(),
+                from: "bank".into(),
+                to: "alice".into(),
+                amount: 1,
+                memo: None,
+            })
+            .await
+            .expect("transfer");
+    }
+    assert_eq!(following.node_preferred(), format!("http://{}", nodes[1]));
+    assert_eq!(staying.node_preferred(), format!("http://{}", nodes[0]));
+}

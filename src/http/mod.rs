@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, Method, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -160,8 +160,22 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
         response.status().as_u16(),
         started.elapsed(),
     );
+    let mut response = response;
+    if route.starts_with("/v1/") {
+        // Where the leader is, as this node knows it: a client can send its next request
+        // there and spare the forwarding hop.
+        if let Some((_, addr)) = app.node.leader() {
+            if let Ok(value) = HeaderValue::from_str(&addr) {
+                response.headers_mut().insert(HEADER_LEADER, value);
+            }
+        }
+    }
     response
 }
+
+/// Response header on `/v1/` answers: the leader's HTTP address (`host:port`) as the answering
+/// node knows it; absent while it knows none.
+pub const HEADER_LEADER: &str = "x-raftpay-leader";
 
 /// A request as it arrived: what forwarding needs, and the body to parse.
 pub struct RawRequest {
