@@ -593,7 +593,9 @@ async fn answers_name_the_leader_and_the_client_moves_there() {
     // and without following, and see where each would send its next request.
     let cluster = TestCluster::start(3).await;
     setup_accounts(&cluster).await;
-    let leader = cluster.leader_wait(std::time::Duration::from_secs(10)).await;
+    let leader = cluster
+        .leader_wait(std::time::Duration::from_secs(10))
+        .await;
     let follower = (1..=3).find(|&id| id != leader).expect("a follower");
     for path in ["/v1/accounts/alice", "/v1/cluster"] {
         let response = cluster
