@@ -32,6 +32,7 @@ struct Gauges {
     purged_index: IntGauge,
     transfers_posted: IntGauge,
     disk_bytes: IntGauge,
+    log_disk_bytes: IntGauge,
     uptime_seconds: IntGauge,
 }
 
@@ -226,7 +227,12 @@ impl Metrics {
             disk_bytes: gauge(
                 &registry,
                 "raftpay_storage_disk_bytes",
-                "Bytes of the node's database on disk",
+                "Bytes of the node's databases (log and state) on disk",
+            ),
+            log_disk_bytes: gauge(
+                &registry,
+                "raftpay_storage_log_disk_bytes",
+                "Bytes of the node's Raft log database on disk (bounded by compaction)",
             ),
             uptime_seconds: gauge(
                 &registry,
@@ -272,6 +278,7 @@ impl Metrics {
             g.transfers_posted.set(to_i64(summary.seq_last));
         }
         g.disk_bytes.set(to_i64(node.disk_bytes()));
+        g.log_disk_bytes.set(to_i64(node.log_disk_bytes()));
         g.uptime_seconds.set(to_i64(uptime.as_secs()));
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {

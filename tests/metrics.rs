@@ -18,7 +18,7 @@ const TRANSFER_ROUTE: &str = "/v1/transfers";
 const DEFINITE_STATUSES: [u16; 4] = [200, 201, 409, 422];
 
 /// Families every node must expose (the names `tests/api.rs` used to check, and the rest).
-const FAMILIES: [&str; 21] = [
+const FAMILIES: [&str; 22] = [
     "raftpay_raft_term",
     "raftpay_raft_leader_id",
     "raftpay_raft_is_leader",
@@ -29,6 +29,7 @@ const FAMILIES: [&str; 21] = [
     "raftpay_raft_purged_index",
     "raftpay_ledger_seq_last",
     "raftpay_storage_disk_bytes",
+    "raftpay_storage_log_disk_bytes",
     "raftpay_uptime_seconds",
     "raftpay_http_requests_total",
     "raftpay_http_request_duration_seconds",
@@ -770,6 +771,7 @@ mod checks {
              # TYPE raftpay_raft_purged_index gauge\nraftpay_raft_purged_index{{{labels}}} 0\n\
              # TYPE raftpay_ledger_seq_last gauge\nraftpay_ledger_seq_last{{{labels}}} 2\n\
              # TYPE raftpay_storage_disk_bytes gauge\nraftpay_storage_disk_bytes{{{labels}}} 4096\n\
+             # TYPE raftpay_storage_log_disk_bytes gauge\nraftpay_storage_log_disk_bytes{{{labels}}} 1024\n\
              # TYPE raftpay_uptime_seconds gauge\nraftpay_uptime_seconds{{{labels}}} 3\n\
              # HELP raftpay_raft_leader_changes_total Leader changes this node saw\n\
              # TYPE raftpay_raft_leader_changes_total counter\nraftpay_raft_leader_changes_total 1\n\

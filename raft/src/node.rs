@@ -230,9 +230,14 @@ impl Node {
         self.inner.log_store.committed_index()
     }
 
-    /// Bytes the node's database occupies on disk.
+    /// Bytes the node's databases (log and state) occupy on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.inner.storage.size_on_disk()
+    }
+
+    /// Bytes the log's database occupies on disk (bounded by compaction).
+    pub fn log_disk_bytes(&self) -> u64 {
+        self.inner.storage.log_size_on_disk()
     }
 
     /// The current leader with its HTTP address, as this node knows it.

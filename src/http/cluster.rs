@@ -70,6 +70,7 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
         "snapshot_index": metrics.snapshot.map(|id| id.index),
         "purged_index": metrics.purged.map(|id| id.index),
         "disk_bytes": app.node.disk_bytes(),
+        "log_disk_bytes": app.node.log_disk_bytes(),
     }))
 }
 

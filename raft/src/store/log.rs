@@ -171,7 +171,7 @@ fn flusher_run(storage: &Storage, mut flush_rx: mpsc::Receiver<FlushRequest>) {
         while let Ok(next) = flush_rx.try_recv() {
             pending.push(next);
         }
-        let result = storage.sync();
+        let result = storage.sync_log();
         if let Err(error) = &result {
             tracing::error!(%error, "log flush failed; the node cannot acknowledge writes");
         }
@@ -288,6 +288,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         tracing::debug!(%log_id, "purge log up to");
+        // What the purged entries built must outlive them. After a snapshot the snapshot file
+        // already holds it; but openraft also purges up to the applied index when the log lost
+        // its tail in a crash while the state kept it, and then only the state holds those
+        // entries. Purges are rare: make the state durable first, always.
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || storage.sync_state())
+            .await
+            .map_err(|e| logs_write_error(&io_error(e)))?
+            .map_err(|e| logs_write_error(&e))?;
         // The marker first: a crash between the two leaves entries below the marker, which
         // readers never ask for; never the reverse (a gap with no marker).
         self.meta_put(KEY_PURGED, &log_id, ErrorSubject::Logs)?;

@@ -418,7 +418,7 @@ impl StateMachine {
             .apply_batch(batch)
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.storage
-            .sync()
+            .sync_state()
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.load_from_tree()
     }

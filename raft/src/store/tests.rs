@@ -1217,3 +1217,21 @@ async fn a_snapshot_copied_during_a_stream_of_applies_is_exact() {
         index - 3
     );
 }
+
+#[test]
+fn a_data_dir_of_the_old_single_database_layout_is_refused_untouched() {
+    // Goal: a data dir written by a raftpay that kept log and state in one database (`sled/`)
+    // is not silently opened as an empty node (which would rejoin with no log and no vote).
+    // Method: make a `sled/` directory, open, expect a clear error and no new files.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("sled")).expect("mkdir");
+    let error = Storage::open(dir.path())
+        .err()
+        .expect("the old layout must be refused");
+    assert!(error.to_string().contains("raftpay backup"), "{error}");
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("sled")]);
+}
