@@ -144,10 +144,11 @@ enum Written {
 }
 
 async fn write(app: &App, request: &RawRequest, command: Command) -> Result<Written, ApiError> {
-    validate_command(&command).map_err(|error| ApiError::InvalidRequest(error.0))?;
     let deadline = Instant::now() + app.settings.leader_wait;
+    let mut validated = false;
     loop {
         if app.node.is_leader() {
+            // `Node::write` validates.
             return match app.node.write(command).await {
                 Ok(result) => Ok(Written::Here(result)),
                 // Leadership moved while the write was queued; it was not proposed here. One
@@ -162,6 +163,11 @@ async fn write(app: &App, request: &RawRequest, command: Command) -> Result<Writ
                 }
                 Err(error) => Err(write_error(error)),
             };
+        }
+        // Refused here, before the hop, rather than by the leader.
+        if !validated {
+            validate_command(&command).map_err(|error| ApiError::InvalidRequest(error.0))?;
+            validated = true;
         }
         match forward::to_leader(app, request, app.node.leader(), deadline).await? {
             Forward::Answered(response) => return Ok(Written::Forwarded(response)),
