@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftTypeConfig};
@@ -114,6 +113,8 @@ struct StoredSnapshot {
 #[derive(Default)]
 struct Freeze {
     before: Mutex<Option<BTreeMap<Vec<u8>, Option<sled::IVec>>>>,
+    /// Woken when a freeze ends.
+    ended: tokio::sync::Notify,
 }
 
 type FrozenValues = BTreeMap<Vec<u8>, Option<sled::IVec>>;
@@ -164,7 +165,21 @@ impl Freeze {
     }
 
     fn end(&self) -> Option<FrozenValues> {
-        self.lock().take()
+        let frozen = self.lock().take();
+        self.ended.notify_waiters();
+        frozen
+    }
+
+    /// Returns once no freeze runs (a copy always ends: built, failed or dropped).
+    async fn idle(&self) {
+        loop {
+            // Created before the check: a freeze ending in between still wakes it.
+            let ended = self.ended.notified();
+            if !self.active() {
+                return;
+            }
+            ended.await;
+        }
     }
 }
 
@@ -551,30 +566,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         // Called on the state-machine worker between applies: the state tree is exactly at
         // `self.applied` now. The copy itself runs later, while applies go on (see Freeze).
-        let tree = self.storage.state.clone();
-        let source = if self.freeze.begin() {
-            Source::Frozen {
-                tree,
-                freeze: Arc::clone(&self.freeze),
-            }
-        } else {
-            // Another copy still runs (openraft builds one at a time; a backup may race it):
-            // copy here, on a blocking thread, with applies held back.
-            let copy = tokio::task::spawn_blocking(move || {
-                let mut pairs = Vec::new();
-                for item in tree.iter() {
-                    let (key, value) = item.map_err(|e| e.to_string())?;
-                    pairs.push((key.to_vec(), value.to_vec()));
-                }
-                Ok(SnapshotData::new(pairs))
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("snapshot copy task: {e}")));
-            Source::Copied(copy)
-        };
+        // openraft builds one snapshot at a time, so a copy still running is rare (a backup
+        // racing a build): wait for it, with applies held back.
+        self.freeze.idle().await;
+        let began = self.freeze.begin();
+        debug_assert!(began, "only the state-machine worker begins a freeze");
         self.snapshots_built += 1;
         SnapshotBuilder {
-            source: Some(source),
+            tree: self.storage.state.clone(),
+            freeze: Arc::clone(&self.freeze),
+            built: false,
             applied: self.applied,
             membership: self.membership.clone(),
             dir: self.snapshot_dir.clone(),
@@ -598,9 +599,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         // A snapshot copy reads the tree this install replaces: let it finish first.
-        while self.freeze.active() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.freeze.idle().await;
         // Verified before anything is written: a bad snapshot is refused and leaves no trace.
         let decoded = SnapshotData::decode_verified(&data)
             .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
@@ -624,21 +623,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Where a builder's data comes from.
-enum Source {
-    /// The live tree, seen through the freeze begun by `get_snapshot_builder`.
-    Frozen {
-        tree: sled::Tree,
-        freeze: Arc<Freeze>,
-    },
-    /// A copy already taken.
-    Copied(Result<SnapshotData, String>),
-}
-
-/// Copies (when frozen), serializes and persists the state as of `get_snapshot_builder`.
+/// Copies the live tree through the freeze begun by `get_snapshot_builder`, then serializes and
+/// persists it: the state as of that call.
 pub struct SnapshotBuilder {
-    /// `None` once built.
-    source: Option<Source>,
+    tree: sled::Tree,
+    freeze: Arc<Freeze>,
+    built: bool,
     applied: Option<LogId>,
     membership: StoredMembership,
     dir: PathBuf,
@@ -648,18 +638,24 @@ pub struct SnapshotBuilder {
 impl Drop for SnapshotBuilder {
     /// A builder dropped unbuilt must not leave applies recording old values forever.
     fn drop(&mut self) {
-        if let Some(Source::Frozen { freeze, .. }) = &self.source {
-            freeze.end();
+        if !self.built {
+            self.freeze.end();
         }
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let source = self
-            .source
-            .take()
-            .ok_or_else(|| snapshot_error(None, ErrorVerb::Read, "snapshot already built"))?;
+        if self.built {
+            return Err(snapshot_error(
+                None,
+                ErrorVerb::Read,
+                "snapshot already built",
+            ));
+        }
+        // From here the copy task ends the freeze, whatever happens to this future.
+        self.built = true;
+        let (tree, freeze) = (self.tree.clone(), Arc::clone(&self.freeze));
         let meta = SnapshotMeta {
             last_log_id: self.applied,
             last_membership: self.membership.clone(),
@@ -668,10 +664,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (dir, meta_written) = (self.dir.clone(), meta.clone());
         // Copying, encoding and writing hundreds of MB is blocking work.
         let stored = tokio::task::spawn_blocking(move || {
-            let copy = match source {
-                Source::Frozen { tree, freeze } => frozen_copy(&tree, &freeze)?,
-                Source::Copied(copy) => copy?,
-            };
+            let copy = frozen_copy(&tree, &freeze)?;
             let data = codec::encode(&copy).map_err(|e| e.to_string())?;
             let stored = StoredSnapshot {
                 meta: meta_written,
