@@ -1,16 +1,20 @@
-//! Storage in sled: the Raft log and vote ([`LogStore`]), the state machine ([`StateMachine`])
-//! and snapshots. Two sled databases per node: `log/` (trees `log` and `raft_meta`) and
-//! `state/` (tree `state`); every value is versioned (`crate::codec`). This layer owns
-//! durability: nothing above it calls sled.
+//! Storage: the Raft log and vote in the project's own write-ahead log ([`wal`], under `wal/`),
+//! the state machine in a sled database (`state/`, tree `state`), and snapshot files
+//! (`snapshot/`). Every value is versioned (`crate::codec`). This layer owns durability:
+//! nothing above it touches files or sled.
 //!
-//! Why two: the log's flush-and-fsync, paid before every acknowledgement, then writes only log
-//! entries, not the state pages the applies dirtied; and the space of purged log entries is
-//! reused by later entries instead of sitting between state pages, so with compaction on the
-//! log's database stays small. The state database is never fsynced on the write path: after a
-//! crash, openraft re-applies from the durable log, and a state behind the persisted snapshot
-//! is rebuilt from it (see `StateMachine::open`). A state *ahead* of a log that lost its tail
-//! is also sound: it holds only committed entries, and openraft then treats the log as purged
-//! up to the applied index.
+//! Why not sled for the log: sled 0.34 does not make what it flushed recoverable after a power
+//! cut. Measured with a file system that drops unsynced writes: nearly every acknowledged
+//! transfer was gone, because sled never syncs its `conf` file, its own snapshot files, the
+//! blob files it writes for frames over a quarter of a segment, or its directory. The log is
+//! what acknowledgements wait for, so it is written and fsynced by code we can read whole.
+//!
+//! The state database is a cache of the log: it is fsynced only at checkpoints (before a log
+//! purge, after a snapshot install or restore, on shutdown), each time with every file and
+//! directory sled keeps ([`Database::sync`]), and the log keeps every entry above the last
+//! checkpoint. After a crash the state comes back at (or after) its last checkpoint and
+//! openraft re-applies the rest from the log; a state *behind* its last recorded checkpoint
+//! lost synced data and is refused (`StateMachine::open`).
 
 // openraft's `StorageError` is what the storage traits must return; boxing it here would only
 // unbox it again at the trait boundary.
@@ -20,42 +24,40 @@ mod backup;
 mod log;
 mod reader;
 mod state_machine;
+pub mod wal;
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::codec;
+use crate::typ::LogId;
 
 pub use backup::{Backup, BackupError};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
 pub use state_machine::StateMachine;
 
-/// The node's sled databases and their trees.
+/// The node's write-ahead log and its state database.
 pub struct Storage {
-    log_db: Database,
+    pub(crate) wal: wal::Wal,
     state_db: Database,
     dir: PathBuf,
-    pub(crate) log: sled::Tree,
-    pub(crate) raft_meta: sled::Tree,
     pub(crate) state: sled::Tree,
 }
 
-/// sled's caches (state, log); beyond them reads go to disk (sled may exceed them somewhat).
+/// sled's cache for the state; beyond it reads go to disk (sled may exceed it somewhat).
 const SLED_CACHE_BYTES: u64 = 256 * 1024 * 1024;
-const SLED_LOG_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// sled's segment size for the state (its default is 512 KiB). Measured with the ledger's write
 /// pattern (a transfer record, two history keys and two account updates per transfer, ten
 /// transfers per batch, 400,000 transfers): 8 MiB segments take 818 bytes of disk per transfer
 /// against 1,277 with the default, at the same speed. sled keeps it in the database's `conf`.
 const SLED_STATE_SEGMENT_BYTES: usize = 8 * 1024 * 1024;
-/// The log's segments: sled's default; purged entries free whole segments for reuse sooner.
-const SLED_LOG_SEGMENT_BYTES: usize = 512 * 1024;
 
-/// One sled database and the file that holds its data.
+/// One sled database and the directory that holds it.
 struct Database {
     db: sled::Db,
-    /// Fsynced after each flush (see [`Database::sync`]).
-    file: File,
+    dir: PathBuf,
 }
 
 impl Database {
@@ -69,16 +71,60 @@ impl Database {
             // appends, and state-machine writes need no flush of their own (the log is durable).
             .flush_every_ms(None)
             .open()
-            .map_err(io::Error::other)?;
-        let file = File::open(dir.join("db"))?;
-        Ok(Database { db, file })
+            .map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))?;
+        let database = Database {
+            db,
+            dir: dir.to_path_buf(),
+        };
+        // sled writes its `conf` at creation and never syncs it: an empty `conf` after a power
+        // cut makes it start over with an empty database.
+        database.files_sync()?;
+        Ok(database)
     }
 
-    /// sled's `flush` writes its buffers out with `sync_file_range`, which is no barrier against
-    /// power loss on Linux, so the data file is also `fdatasync`ed.
+    /// Makes everything written so far durable. sled's `flush` writes its buffers out with
+    /// `sync_file_range`, which is no barrier against power loss, and sled syncs none of its
+    /// other files: so after the flush every regular file sled keeps (`db`, `conf`, its
+    /// snapshots `snap.*`, and the blob files of large frames under `blobs/`) is fsynced, then
+    /// both directories.
     fn sync(&self) -> io::Result<()> {
         self.db.flush().map_err(io::Error::other)?;
-        self.file.sync_data()
+        self.files_sync()
+    }
+
+    fn files_sync(&self) -> io::Result<()> {
+        let named = |path: &Path, error: io::Error| {
+            io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+        };
+        for dir in [self.dir.clone(), self.dir.join("blobs")] {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(named(&dir, error)),
+            };
+            for item in entries {
+                let item = item.map_err(|e| named(&dir, e))?;
+                if item
+                    .file_type()
+                    .map_err(|e| named(&item.path(), e))?
+                    .is_file()
+                {
+                    File::open(item.path())
+                        .and_then(|file| file.sync_all())
+                        .map_err(|e| named(&item.path(), e))?;
+                }
+            }
+            File::open(&dir)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| named(&dir, e))?;
+        }
+        // The data dir holds `state/` itself.
+        if let Some(parent) = self.dir.parent() {
+            File::open(parent)
+                .and_then(|file| file.sync_all())
+                .map_err(|e| named(parent, e))?;
+        }
+        Ok(())
     }
 
     fn size_on_disk(&self) -> u64 {
@@ -93,33 +139,32 @@ impl Storage {
     /// When the directory cannot be created or sled cannot open or recover the database.
     pub fn open(dir: &Path) -> io::Result<Storage> {
         std::fs::create_dir_all(dir)?;
-        if dir.join("sled").exists() {
-            return Err(io::Error::other(format!(
-                "{} holds the single-database layout of an older raftpay (sled/); this version \
-                 keeps log/ and state/ apart: restore the ledger into a fresh data dir with \
-                 `raftpay backup` / `raftpay restore`",
-                dir.display()
-            )));
+        for (old, layout) in [
+            ("sled", "the single-database layout (sled/)"),
+            ("log", "the Raft log in sled (log/)"),
+        ] {
+            if dir.join(old).exists() {
+                return Err(io::Error::other(format!(
+                    "{} holds {layout} of an older raftpay; this version keeps the log in its \
+                     own write-ahead log (wal/): restore the ledger into a fresh data dir with \
+                     `raftpay backup` / `raftpay restore`",
+                    dir.display()
+                )));
+            }
         }
-        let log_db = Database::open(
-            &dir.join("log"),
-            SLED_LOG_CACHE_BYTES,
-            SLED_LOG_SEGMENT_BYTES,
-        )?;
+        let wal = wal::Wal::open(&dir.join("wal")).map_err(io::Error::other)?;
         let state_db = Database::open(
             &dir.join("state"),
             SLED_CACHE_BYTES,
             SLED_STATE_SEGMENT_BYTES,
         )?;
-        let log_tree = |name: &str| log_db.db.open_tree(name).map_err(io::Error::other);
-        let log = log_tree("log")?;
-        let raft_meta = log_tree("raft_meta")?;
-        let state = state_db.db.open_tree("state").map_err(io::Error::other)?;
+        let state = state_db
+            .db
+            .open_tree("state")
+            .map_err(|e| io::Error::other(format!("{}: {e}", dir.join("state").display())))?;
         Ok(Storage {
-            log,
-            raft_meta,
+            wal,
             state,
-            log_db,
             state_db,
             dir: dir.to_path_buf(),
         })
@@ -128,41 +173,67 @@ impl Storage {
     /// Makes the log and vote written so far durable: what every acknowledgement waits for.
     ///
     /// # Errors
-    /// When the flush or the fsync fails; the node must then stop acknowledging writes.
+    /// When a write or the fsync failed; the log then refuses every further write.
     pub fn sync_log(&self) -> io::Result<()> {
-        self.log_db.sync()
+        self.wal.sync().map_err(io::Error::other)
     }
 
     /// Makes the state written so far durable (after a snapshot install or a restore, whose
     /// state the log cannot rebuild).
     ///
     /// # Errors
-    /// When the flush or the fsync fails.
+    /// When the flush or an fsync fails.
     pub fn sync_state(&self) -> io::Result<()> {
         self.state_db.sync()
     }
 
-    /// Makes everything written so far durable.
+    /// A state checkpoint: makes the state durable and returns the applied id it is durable
+    /// at (at least; read before the sync, so applies racing it only add to it).
+    ///
+    /// # Errors
+    /// When the state cannot be read or synced.
+    pub(crate) fn state_sync_checkpoint(&self) -> Result<Option<LogId>, wal::WalError> {
+        let path = self.dir.join("state");
+        let as_wal_error = |error: &dyn std::fmt::Display| wal::WalError::Io {
+            path: path.clone(),
+            source: io::Error::other(error.to_string()),
+        };
+        let applied: Option<LogId> = match self
+            .state
+            .get(reader::KEY_APPLIED)
+            .map_err(|e| as_wal_error(&e))?
+        {
+            Some(bytes) => codec::decode::<Option<LogId>>(&bytes).map_err(|e| as_wal_error(&e))?,
+            None => None,
+        };
+        self.sync_state().map_err(|e| as_wal_error(&e))?;
+        Ok(applied)
+    }
+
+    /// Makes everything written so far durable, and records the state checkpoint.
     ///
     /// # Errors
     /// When a flush or an fsync fails.
     pub fn sync(&self) -> io::Result<()> {
         self.sync_log()?;
-        self.sync_state()
+        let durable = self.state_sync_checkpoint().map_err(io::Error::other)?;
+        self.wal
+            .state_durable_save(durable)
+            .map_err(io::Error::other)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Bytes both sled databases occupy on disk.
+    /// Bytes the log and the state database occupy on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.log_db.size_on_disk() + self.state_db.size_on_disk()
+        self.wal.size_on_disk() + self.state_db.size_on_disk()
     }
 
-    /// Bytes the log's database occupies on disk (what compaction bounds).
+    /// Bytes the log occupies on disk (what compaction bounds).
     pub fn log_size_on_disk(&self) -> u64 {
-        self.log_db.size_on_disk()
+        self.wal.size_on_disk()
     }
 }
 

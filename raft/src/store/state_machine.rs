@@ -362,6 +362,23 @@ impl StateMachine {
                 machine.install_data(&stored.meta, data)?;
             }
         }
+        // The state was fsynced with everything up to `state_durable` applied (a checkpoint);
+        // coming back below it means the database lost synced data, and the log may no longer
+        // hold the entries to rebuild it.
+        let state_durable = machine.storage.wal.meta().state_durable;
+        if machine.applied < state_durable {
+            let state_dir = machine.storage.dir().join("state");
+            return Err(sm_error(
+                ErrorVerb::Read,
+                format!(
+                    "{}: the state database is at applied {:?}, behind its last checkpoint {:?}: \
+                     it lost synced data; rebuild this node from its peers (see the README)",
+                    state_dir.display(),
+                    machine.applied,
+                    state_durable
+                ),
+            ));
+        }
         Ok(machine)
     }
 
@@ -432,8 +449,9 @@ impl StateMachine {
             .state
             .apply_batch(batch)
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
+        // A checkpoint: the installed state is durable, and recorded as such.
         self.storage
-            .sync_state()
+            .sync()
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.load_from_tree()
     }
