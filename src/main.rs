@@ -53,6 +53,13 @@ enum Command {
     Restore(raftpay::backup::RestoreArgs),
     /// Run the chaos suite: a real 3-node cluster under faults, a recorded workload, a checker.
     Chaos(raftpay::chaos::ChaosArgs),
+    /// Print what a stopped node's write-ahead log holds (vote, last index, purge and state
+    /// checkpoint) as JSON; opening it checks every record.
+    Inspect {
+        /// The node's data directory (`data_dir` in its config).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     #[command(flatten)]
     Client(raftpay::cli::ClientCommand),
 }
@@ -101,6 +108,13 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Chaos(args) => {
             logging_init(cli.log_format, "info,openraft=warn,sled=warn");
             raftpay::chaos::run(args).await
+        }
+        Command::Inspect { data_dir } => {
+            logging_init(cli.log_format, "warn");
+            let inspection = raftpay_raft::store::log_inspect(&data_dir)
+                .with_context(|| format!("inspect {}", data_dir.display()))?;
+            println!("{}", serde_json::to_string(&inspection)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Client(command) => {
             logging_init(cli.log_format, "warn");

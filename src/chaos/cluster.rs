@@ -286,6 +286,111 @@ pub struct Cluster {
     pub api: Api,
     /// Present when the run has a private network namespace.
     pub firewall: Option<Firewall>,
+    /// Present in a power-cut run: every node's data directory is a `lossyfs` mount.
+    power: Option<Power>,
+}
+
+/// How long a `lossyfs` mount may take to be ready, or to unmount on SIGTERM.
+const MOUNT_DEADLINE: Duration = Duration::from_secs(20);
+/// How long one `lossyfs ctl cut` may take (it rewrites the unsynced files).
+const CUT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// The `lossyfs` mounts of a power-cut run, one per node, and the binary that controls them.
+struct Power {
+    lossyfs: PathBuf,
+    mounts: BTreeMap<u64, LossyMount>,
+}
+
+/// One `lossyfs mount` process: the node's data directory, backed by a directory beside it.
+struct LossyMount {
+    mountpoint: PathBuf,
+    control: PathBuf,
+    process: std::process::Child,
+}
+
+impl LossyMount {
+    /// Mounts `backing` at `mountpoint` and waits until its control socket is there.
+    fn start(
+        lossyfs: &Path,
+        backing: &Path,
+        mountpoint: &Path,
+        control: &Path,
+        log: &Path,
+    ) -> anyhow::Result<LossyMount> {
+        for dir in [backing, mountpoint] {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        let _ = std::fs::remove_file(control);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("open {}", log.display()))?;
+        let process = std::process::Command::new(lossyfs)
+            .arg("mount")
+            .arg("--backing")
+            .arg(backing)
+            .arg("--mountpoint")
+            .arg(mountpoint)
+            .arg("--control")
+            .arg(control)
+            // fsync reaches lossyfs's model either way; the backing disk need not pay for it.
+            .arg("--no-sync-backing")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", lossyfs.display()))?;
+        let mut mount = LossyMount {
+            mountpoint: mountpoint.to_path_buf(),
+            control: control.to_path_buf(),
+            process,
+        };
+        let until = std::time::Instant::now() + MOUNT_DEADLINE;
+        while !mount.control.exists() {
+            if let Ok(Some(status)) = mount.process.try_wait() {
+                bail!(
+                    "lossyfs mount of {} exited ({status}) before it was ready",
+                    mountpoint.display()
+                );
+            }
+            if std::time::Instant::now() >= until {
+                bail!(
+                    "lossyfs mount of {} not ready within {MOUNT_DEADLINE:?}",
+                    mountpoint.display()
+                );
+            }
+            std::thread::sleep(POLL_PAUSE);
+        }
+        tracing::info!(mountpoint = %mountpoint.display(), pid = mount.process.id(), "lossyfs mounted");
+        Ok(mount)
+    }
+}
+
+impl Drop for LossyMount {
+    /// SIGTERM (lossyfs unmounts and exits); if it does not within `MOUNT_DEADLINE`, SIGKILL
+    /// and a lazy unmount, so no dead mount is left behind.
+    fn drop(&mut self) {
+        let pid = self.process.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let until = std::time::Instant::now() + MOUNT_DEADLINE;
+        loop {
+            match self.process.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if std::time::Instant::now() < until => std::thread::sleep(POLL_PAUSE),
+                _ => break,
+            }
+        }
+        tracing::warn!(mountpoint = %self.mountpoint.display(), "lossyfs did not unmount on SIGTERM; killing it");
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .status();
+    }
 }
 
 /// A free TCP port on `ip` (bound and released at once).
@@ -320,13 +425,37 @@ impl Cluster {
     ///
     /// # Errors
     /// When a port, a file or a process cannot be had.
+    ///
+    /// With `lossyfs` (a power-cut run), each node's data directory is first mounted as a
+    /// `lossyfs` file system backed by `dir/backing/nodeN`.
     pub fn start(
         binary: &Path,
         dir: &Path,
         logs_dir: &Path,
         firewall: Option<Firewall>,
+        lossyfs: Option<&Path>,
     ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let power = match lossyfs {
+            Some(lossyfs) => {
+                let mut mounts = BTreeMap::new();
+                for id in 1..=NODES {
+                    let mount = LossyMount::start(
+                        lossyfs,
+                        &dir.join("backing").join(format!("node{id}")),
+                        &dir.join(format!("node{id}")),
+                        &dir.join(format!("lossyfs-node{id}.sock")),
+                        &logs_dir.join(format!("lossyfs-node{id}.log")),
+                    )?;
+                    mounts.insert(id, mount);
+                }
+                Some(Power {
+                    lossyfs: lossyfs.to_path_buf(),
+                    mounts,
+                })
+            }
+            None => None,
+        };
         let mut voters = Vec::new();
         for id in 1..=NODES {
             let ip = node_ip(id);
@@ -359,6 +488,7 @@ impl Cluster {
             paused: BTreeSet::new(),
             api,
             firewall,
+            power,
         };
         for id in 1..=NODES {
             cluster.spawn(id)?;
@@ -611,6 +741,90 @@ impl Cluster {
         out
     }
 
+    /// Whether every node's data directory is a `lossyfs` mount (power cuts possible).
+    pub fn has_power_control(&self) -> bool {
+        self.power.is_some()
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> Option<PathBuf> {
+        self.power
+            .as_ref()
+            .and_then(|power| power.mounts.get(&id))
+            .map(|mount| mount.mountpoint.clone())
+    }
+
+    /// What node `id`'s write-ahead log holds (`raftpay inspect`); the node must be stopped.
+    ///
+    /// # Errors
+    /// When the node has no known data directory, or its log cannot be opened.
+    pub async fn inspect(&self, id: u64) -> anyhow::Result<raftpay_raft::store::LogInspection> {
+        let dir = self
+            .data_dir(id)
+            .with_context(|| format!("no data directory known for node {id}"))?;
+        let output = Command::new(&self.binary)
+            .arg("inspect")
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .await
+            .with_context(|| format!("run {} inspect", self.binary.display()))?;
+        if !output.status.success() {
+            bail!(
+                "node {id}: raftpay inspect {} failed: {}",
+                dir.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("node {id}: raftpay inspect output"))
+    }
+
+    /// Power cut of `ids`: SIGKILL them all, then drop every write their data directories have
+    /// not fsynced. The nodes stay down.
+    ///
+    /// # Errors
+    /// Without `lossyfs` mounts, or when a cut fails.
+    pub async fn power_cut(&mut self, ids: &[u64]) -> anyhow::Result<()> {
+        let Some(power) = self.power.as_ref() else {
+            bail!("power cuts need every data directory on lossyfs (--lossyfs)");
+        };
+        let mut controls = Vec::new();
+        for id in ids {
+            let mount = power
+                .mounts
+                .get(id)
+                .with_context(|| format!("no lossyfs mount for node {id}"))?;
+            controls.push((*id, mount.control.clone()));
+        }
+        let lossyfs = power.lossyfs.clone();
+        self.kill_many(ids).await;
+        for (id, control) in controls {
+            let output = tokio::time::timeout(
+                CUT_DEADLINE,
+                Command::new(&lossyfs)
+                    .arg("ctl")
+                    .arg("--control")
+                    .arg(&control)
+                    .arg("--timeout-secs")
+                    .arg(CUT_DEADLINE.as_secs().to_string())
+                    .arg("cut")
+                    .output(),
+            )
+            .await
+            .with_context(|| format!("lossyfs cut of node {id} took over {CUT_DEADLINE:?}"))?
+            .with_context(|| format!("run {} ctl", lossyfs.display()))?;
+            if !output.status.success() {
+                bail!(
+                    "lossyfs cut of node {id} failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            tracing::info!(node = id, answer = %String::from_utf8_lossy(&output.stdout).trim(), "power cut: unsynced writes dropped");
+        }
+        Ok(())
+    }
+
     /// Resumes paused nodes, removes every DROP rule, restarts every node that is not running.
     ///
     /// # Errors
@@ -637,5 +851,7 @@ impl Cluster {
         }
         let ids = self.ids();
         self.kill_many(&ids).await;
+        // Unmounts (each mount's Drop) once no node uses its data directory any more.
+        self.power = None;
     }
 }

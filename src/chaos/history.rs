@@ -35,6 +35,13 @@ pub enum FaultKind {
     /// SIGKILL all three nodes and restart them: at once, or (half the time) the followers
     /// first and the leader 50 ms later, restarted last.
     KillAll,
+    /// Power cut of all three nodes: SIGKILL, then every write not yet fsynced is dropped from
+    /// each node's data directory (a `lossyfs` mount), then restart.
+    PowerCutAll,
+    /// Power cut of the leader alone.
+    PowerCutLeader,
+    /// Power cut of one follower.
+    PowerCutFollower,
 }
 
 impl FaultKind {
@@ -46,6 +53,17 @@ impl FaultKind {
         FaultKind::KillAll,
     ];
 
+    /// The power cuts (they need every node's data directory on a `lossyfs` mount).
+    pub const POWER: [FaultKind; 3] = [
+        FaultKind::PowerCutAll,
+        FaultKind::PowerCutLeader,
+        FaultKind::PowerCutFollower,
+    ];
+
+    pub fn is_power_cut(self) -> bool {
+        FaultKind::POWER.contains(&self)
+    }
+
     /// The kebab-case name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +72,9 @@ impl FaultKind {
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::IsolateLeader => "isolate-leader",
             FaultKind::KillAll => "kill-all",
+            FaultKind::PowerCutAll => "power-cut-all",
+            FaultKind::PowerCutLeader => "power-cut-leader",
+            FaultKind::PowerCutFollower => "power-cut-follower",
         }
     }
 }
@@ -74,6 +95,10 @@ pub struct FaultEvent {
     pub nodes: Vec<u64>,
     pub inject_ms: f64,
     pub heal_ms: f64,
+    /// What the fault found wrong on the way (a power cut: a node that forgot its vote or
+    /// acknowledged entries); each is a run problem for the checker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// What an operation asked for.

@@ -50,6 +50,9 @@ pub struct Schedule {
     rng: StdRng,
     kinds: Vec<FaultKind>,
     leader_last_always: bool,
+    /// Take the kinds in turn instead of drawing them.
+    in_turn: bool,
+    drawn: usize,
 }
 
 impl Schedule {
@@ -65,6 +68,8 @@ impl Schedule {
             rng: StdRng::seed_from_u64(seed),
             kinds: unique,
             leader_last_always: false,
+            in_turn: false,
+            drawn: 0,
         }
     }
 
@@ -74,12 +79,24 @@ impl Schedule {
         self
     }
 
+    /// The kinds come in turn (the other draws stay seeded).
+    pub fn with_kinds_in_turn(mut self) -> Schedule {
+        self.in_turn = true;
+        self
+    }
+
     /// The next fault; `None` only when the schedule has no kinds.
     pub fn next_fault(&mut self) -> Option<PlannedFault> {
         let kind_index = self.rng.gen_range(0..self.kinds.len().max(1));
         let random_node = self.rng.gen_range(1..=NODES);
         let fraction: f64 = self.rng.gen();
         let leader_last = self.rng.gen_bool(0.5);
+        let kind_index = if self.in_turn {
+            self.drawn % self.kinds.len().max(1)
+        } else {
+            kind_index
+        };
+        self.drawn += 1;
         let kind = *self.kinds.get(kind_index)?;
         Some(PlannedFault {
             kind,
@@ -94,7 +111,12 @@ impl Schedule {
 /// the election timeout (so the others elect a new leader); an isolation lasts 2–4 s.
 fn hold(kind: FaultKind, fraction: f64) -> Duration {
     let (min_s, span_s) = match kind {
-        FaultKind::KillLeader | FaultKind::KillRandom | FaultKind::KillAll => (0.3, 1.2),
+        FaultKind::KillLeader
+        | FaultKind::KillRandom
+        | FaultKind::KillAll
+        | FaultKind::PowerCutAll
+        | FaultKind::PowerCutLeader
+        | FaultKind::PowerCutFollower => (0.3, 1.2),
         FaultKind::PauseLeader => (1.0, 1.5),
         FaultKind::IsolateLeader => (2.0, 2.0),
     };
@@ -104,6 +126,71 @@ fn hold(kind: FaultKind, fraction: f64) -> Duration {
         return hold.max(Duration::from_millis(3 * ELECTION_MAX_MS));
     }
     hold
+}
+
+/// What a node must still hold after a power cut, read just before it: every vote it cast (its
+/// term then) and every entry it acknowledged to the leader (the leader's matched index for
+/// it), counting only entries the leader had already applied (committed entries; an
+/// uncommitted one may be legitimately overwritten by a later leader).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableFloor {
+    pub term: u64,
+    pub log_index: u64,
+}
+
+impl DurableFloor {
+    /// How `kept` (the node's log read after the cut) falls short of this floor.
+    pub fn violations(&self, node: u64, kept: &raftpay_raft::store::LogInspection) -> Vec<String> {
+        let mut problems = Vec::new();
+        if kept.vote_term < self.term {
+            problems.push(format!(
+                "node {node} forgot its vote: term {} after the power cut, {} before",
+                kept.vote_term, self.term
+            ));
+        }
+        let last = kept.last_log_index.unwrap_or(0);
+        if last < self.log_index {
+            problems.push(format!(
+                "node {node} lost acknowledged entries: its log ends at {last} after the power cut, \
+                 it had acknowledged {} before",
+                self.log_index
+            ));
+        }
+        problems
+    }
+}
+
+/// Reads every target's floor from the nodes' status (the leader's for the matched indexes).
+async fn durable_floors(
+    cluster: &Cluster,
+    nodes: &[u64],
+) -> anyhow::Result<Vec<(u64, DurableFloor)>> {
+    let leader = cluster.leader_wait(LEADER_DEADLINE).await?;
+    let leader_status = cluster
+        .api
+        .status(leader)
+        .await
+        .with_context(|| format!("status of the leader {leader}"))?;
+    let applied = leader_status["last_applied"].as_u64().unwrap_or(0);
+    let mut floors = Vec::new();
+    for node in nodes {
+        let status = cluster
+            .api
+            .status(*node)
+            .await
+            .with_context(|| format!("status of node {node}"))?;
+        let matched = leader_status["replication_matched"][node.to_string()]
+            .as_u64()
+            .unwrap_or(0);
+        floors.push((
+            *node,
+            DurableFloor {
+                term: status["term"].as_u64().unwrap_or(0),
+                log_index: matched.min(applied),
+            },
+        ));
+    }
+    Ok(floors)
 }
 
 /// Starts `nodes` and waits until each serves `/health`.
@@ -144,9 +231,21 @@ pub async fn inject(
             vec![cluster.leader_wait(LEADER_DEADLINE).await?]
         }
         FaultKind::KillRandom => vec![fault.random_node],
-        FaultKind::KillAll => cluster.ids(),
+        FaultKind::KillAll | FaultKind::PowerCutAll => cluster.ids(),
+        FaultKind::PowerCutLeader => vec![cluster.leader_wait(LEADER_DEADLINE).await?],
+        FaultKind::PowerCutFollower => {
+            let leader = cluster.leader_wait(LEADER_DEADLINE).await?;
+            let followers: Vec<u64> = cluster
+                .ids()
+                .into_iter()
+                .filter(|id| *id != leader)
+                .collect();
+            let pick = usize::try_from(fault.random_node).unwrap_or(0) % followers.len().max(1);
+            followers.get(pick).copied().into_iter().collect()
+        }
     };
     tracing::info!(index, %kind, ?nodes, hold_ms = fault.hold.as_millis() as u64, "fault: inject");
+    let mut fault_problems = Vec::new();
     let inject_ms = match kind {
         FaultKind::KillLeader | FaultKind::KillRandom => {
             cluster.kill_many(&nodes).await;
@@ -197,6 +296,36 @@ pub async fn inject(
             }
             inject_ms
         }
+        FaultKind::PowerCutAll | FaultKind::PowerCutLeader | FaultKind::PowerCutFollower => {
+            let floors = durable_floors(cluster, &nodes).await?;
+            cluster.power_cut(&nodes).await?;
+            let inject_ms = in_effect(recorder, index, kind, &nodes);
+            // Before any restart: what each node kept, against what it had acknowledged.
+            let mut problems = Vec::new();
+            for (node, floor) in &floors {
+                match cluster.inspect(*node).await {
+                    Ok(kept) => problems.extend(floor.violations(*node, &kept)),
+                    Err(error) => problems.push(format!("{error:#}")),
+                }
+            }
+            tokio::time::sleep(fault.hold).await;
+            restart(cluster, &nodes).await?;
+            if problems.is_empty() {
+                tracing::info!(
+                    index,
+                    ?floors,
+                    "power cut: every node kept its vote and its acknowledged entries"
+                );
+            } else {
+                tracing::error!(
+                    index,
+                    ?problems,
+                    "power cut: a node forgot what it acknowledged"
+                );
+            }
+            fault_problems = problems;
+            inject_ms
+        }
         FaultKind::PauseLeader => {
             for node in &nodes {
                 cluster.pause(*node).await?;
@@ -236,6 +365,7 @@ pub async fn inject(
         nodes,
         inject_ms,
         heal_ms,
+        problems: fault_problems,
     })
 }
 
@@ -267,6 +397,20 @@ mod tests {
                 hold(FaultKind::PauseLeader, fraction) > Duration::from_millis(ELECTION_MAX_MS)
             );
         }
+    }
+
+    #[test]
+    fn kinds_in_turn_come_in_order() {
+        let mut schedule = Schedule::new(5, &FaultKind::POWER).with_kinds_in_turn();
+        let kinds: Vec<FaultKind> = (0..6)
+            .map(|_| schedule.next_fault().unwrap().kind)
+            .collect();
+        let expected: Vec<FaultKind> = FaultKind::POWER
+            .iter()
+            .chain(FaultKind::POWER.iter())
+            .copied()
+            .collect();
+        assert_eq!(kinds, expected);
     }
 
     #[test]

@@ -237,6 +237,9 @@ fn marker_color(kind: FaultKind) -> &'static str {
         FaultKind::PauseLeader => "#9467bd",
         FaultKind::IsolateLeader => "#2ca02c",
         FaultKind::KillAll => "#000000",
+        FaultKind::PowerCutAll => "#8c564b",
+        FaultKind::PowerCutLeader => "#e377c2",
+        FaultKind::PowerCutFollower => "#7f7f7f",
     }
 }
 
@@ -296,6 +299,7 @@ pub fn throughput_chart(history: &History, title: &str, until_s: Option<f64>) ->
         .collect();
     let colours: Vec<String> = FaultKind::ALL
         .iter()
+        .chain(FaultKind::POWER.iter())
         .map(|kind| format!("{} {kind}", colour_name(*kind)))
         .collect();
     let name = if bucket_s > 1.0 {
@@ -326,6 +330,9 @@ fn colour_name(kind: FaultKind) -> &'static str {
         FaultKind::PauseLeader => "purple",
         FaultKind::IsolateLeader => "green",
         FaultKind::KillAll => "black",
+        FaultKind::PowerCutAll => "brown",
+        FaultKind::PowerCutLeader => "pink",
+        FaultKind::PowerCutFollower => "grey",
     }
 }
 
@@ -424,6 +431,7 @@ mod tests {
             nodes: vec![1],
             inject_ms,
             heal_ms: inject_ms + 500.0,
+            problems: Vec::new(),
         }
     }
 

@@ -21,7 +21,10 @@ use tokio::time::Instant;
 
 use super::cluster::Api;
 use super::history::{AccountSpec, Op, OpRequest, Outcome, PROBE_CLIENT};
-use crate::client::{ApiErrorBody, ApiRequest, Consistency, NewAccount, NewTransfer, Transfer};
+use crate::client::{
+    ApiErrorBody, ApiRequest, BatchItem, BatchResult, Consistency, NewAccount, NewTransfer,
+    Transfer,
+};
 
 /// Timeout of one attempt against one node. Healthy answers take milliseconds; a paused or
 /// cut-off node never answers, and this bounds how long a client waits on it before it re-sends
@@ -151,6 +154,25 @@ pub struct WorkloadConfig {
     pub accounts: Vec<AccountSpec>,
     /// Fraction of operations that are reads.
     pub read_fraction: f64,
+    /// Fraction of the other operations that are batches (`POST /v1/transfers/batch`).
+    pub batch_fraction: f64,
+    /// Most transfers in one batch (half the batches are small, 2–64; half large, up to this).
+    pub batch_max: usize,
+}
+
+/// Timeout of one attempt of a batch: thousands of transfers take longer than one.
+pub const BATCH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one batch may retry before its outcome is recorded as unknown.
+pub const BATCH_OP_DEADLINE: Duration = Duration::from_secs(40);
+/// The API's limit of transfers per batch.
+pub const BATCH_ITEMS_MAX: usize = 8190;
+
+/// What a client does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Choice {
+    One(OpRequest),
+    /// Transfers sent together in one non-atomic batch.
+    Batch(Vec<OpRequest>),
 }
 
 /// Picks the next operation of a client.
@@ -163,6 +185,8 @@ struct OpChooser {
     by_currency: Vec<Vec<String>>,
     everyone: Vec<String>,
     read_fraction: f64,
+    batch_fraction: f64,
+    batch_max: usize,
 }
 
 impl OpChooser {
@@ -191,7 +215,28 @@ impl OpChooser {
             by_currency,
             everyone: config.accounts.iter().map(|a| a.id.clone()).collect(),
             read_fraction: config.read_fraction,
+            batch_fraction: config.batch_fraction.clamp(0.0, 1.0),
+            batch_max: config.batch_max.clamp(2, BATCH_ITEMS_MAX),
         }
+    }
+
+    /// A read, a transfer, or (with a batch fraction) a batch of transfers.
+    fn choose(&mut self) -> Option<Choice> {
+        // No extra draw without batches: a seed gives the same operations as before they existed.
+        if self.batch_fraction > 0.0 && self.rng.gen_bool(self.batch_fraction) {
+            let size = if self.rng.gen_bool(0.5) {
+                self.rng.gen_range(2..=64.min(self.batch_max))
+            } else {
+                self.rng
+                    .gen_range((self.batch_max / 8).max(2)..=self.batch_max)
+            };
+            let mut items = Vec::with_capacity(size);
+            for _ in 0..size {
+                items.push(self.transfer()?);
+            }
+            return Some(Choice::Batch(items));
+        }
+        self.next().map(Choice::One)
     }
 
     fn pick<'a>(rng: &mut StdRng, items: &'a [String]) -> Option<&'a String> {
@@ -206,6 +251,11 @@ impl OpChooser {
             let account = Self::pick(&mut self.rng, &self.everyone)?.clone();
             return Some(OpRequest::Read { account });
         }
+        self.transfer()
+    }
+
+    /// A transfer with a new id.
+    fn transfer(&mut self) -> Option<OpRequest> {
         self.n += 1;
         let id = format!("t-{}-{}", self.client, self.n);
         let currency = self.rng.gen_range(0..self.by_currency.len().max(1));
@@ -329,6 +379,109 @@ fn outcome_of(request: &OpRequest, reply: &crate::client::Reply) -> Outcome {
     }
 }
 
+/// Sends one batch with the retry rule and turns the answer into one `Op` per transfer (all with
+/// the batch's invoke and complete instants).
+pub async fn batch_perform(
+    api: &Api,
+    recorder: &Recorder,
+    client: u32,
+    items: Vec<OpRequest>,
+    start_node: usize,
+) -> Vec<Op> {
+    let transfers: Vec<NewTransfer> = items
+        .iter()
+        .filter_map(|item| match item {
+            OpRequest::Transfer {
+                id,
+                from,
+                to,
+                amount,
+            } => Some(NewTransfer {
+                id: id.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                amount: *amount,
+                memo: None,
+            }),
+            OpRequest::Read { .. } => None,
+        })
+        .collect();
+    let request = ApiRequest::batch(&transfers, false);
+    let invoke_ms = recorder.now_ms();
+    let result = api
+        .until_definite(
+            &request,
+            start_node,
+            BATCH_ATTEMPT_TIMEOUT,
+            Instant::now() + BATCH_OP_DEADLINE,
+        )
+        .await;
+    let complete_ms = recorder.now_ms();
+    let (node, attempts, outcomes): (u64, u32, Vec<Outcome>) = match result {
+        Ok(answer) if answer.reply.is_success() => {
+            let outcomes = match answer.reply.decode::<BatchResult>() {
+                Ok(batch) if batch.results.len() == items.len() => {
+                    batch.results.iter().map(batch_item_outcome).collect()
+                }
+                Ok(batch) => {
+                    tracing::warn!(
+                        client,
+                        sent = items.len(),
+                        answered = batch.results.len(),
+                        "batch answer of the wrong length; outcomes recorded as unknown"
+                    );
+                    vec![Outcome::Unknown; items.len()]
+                }
+                Err(error) => {
+                    tracing::warn!(client, %error, "undecodable batch answer; outcomes recorded as unknown");
+                    vec![Outcome::Unknown; items.len()]
+                }
+            };
+            (answer.node, answer.attempts, outcomes)
+        }
+        // Refused whole (4xx): every item carries the refusal.
+        Ok(answer) => {
+            let outcome = outcome_of(&items[0], &answer.reply);
+            (answer.node, answer.attempts, vec![outcome; items.len()])
+        }
+        Err(none) => {
+            tracing::debug!(client, last = %none.last, "batch outcome unknown");
+            (
+                none.node,
+                none.attempts,
+                vec![Outcome::Unknown; items.len()],
+            )
+        }
+    };
+    items
+        .into_iter()
+        .zip(outcomes)
+        .map(|(request, outcome)| Op {
+            client,
+            invoke_ms,
+            complete_ms,
+            node,
+            attempts,
+            request,
+            outcome,
+        })
+        .collect()
+}
+
+fn batch_item_outcome(item: &BatchItem) -> Outcome {
+    match (&item.transfer, &item.error) {
+        (Some(transfer), _) if item.status == 200 || item.status == 201 => {
+            Outcome::Ok { seq: transfer.seq }
+        }
+        (_, Some(error)) => Outcome::Rejected {
+            code: error.code.clone(),
+        },
+        _ => Outcome::Rejected {
+            code: format!("http_{}", item.status),
+        },
+    }
+}
+
 /// Starts the clients; each runs until `stop` turns true, finishing the operation in hand.
 pub fn start(
     config: &WorkloadConfig,
@@ -346,13 +499,24 @@ pub fn start(
             tokio::spawn(async move {
                 let n_nodes = api.node_ids().len().max(1);
                 while !*stop.borrow() {
-                    let Some(request) = chooser.next() else {
+                    let Some(choice) = chooser.choose() else {
                         tracing::error!(client, "no accounts to choose from");
                         return;
                     };
                     let start_node = chooser.rng.gen_range(0..n_nodes);
-                    let op = op_perform(&api, &recorder, client, request, start_node).await;
-                    recorder.push(op);
+                    match choice {
+                        Choice::One(request) => {
+                            let op = op_perform(&api, &recorder, client, request, start_node).await;
+                            recorder.push(op);
+                        }
+                        Choice::Batch(items) => {
+                            for op in
+                                batch_perform(&api, &recorder, client, items, start_node).await
+                            {
+                                recorder.push(op);
+                            }
+                        }
+                    }
                 }
             })
         })

@@ -69,6 +69,13 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
         "seq_last": summary.seq_last,
         "snapshot_index": metrics.snapshot.map(|id| id.index),
         "purged_index": metrics.purged.map(|id| id.index),
+        // On the leader: the highest log index each member (the leader too) has on disk.
+        "replication_matched": metrics.replication.as_ref().map(|replication| {
+            replication
+                .iter()
+                .map(|(id, matched)| (id.to_string(), json!(matched.map(|m| m.index))))
+                .collect::<serde_json::Map<String, serde_json::Value>>()
+        }),
         "disk_bytes": app.node.disk_bytes(),
         "log_disk_bytes": app.node.log_disk_bytes(),
     }))

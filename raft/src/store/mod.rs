@@ -237,5 +237,48 @@ impl Storage {
     }
 }
 
+/// What a stopped node's write-ahead log holds, read offline (`raftpay inspect`): the power-loss
+/// test compares it with what the node had acknowledged before its power was cut.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogInspection {
+    /// Term of the stored vote (0: no vote).
+    pub vote_term: u64,
+    /// The node the stored vote is for.
+    pub vote_for: Option<u64>,
+    /// Whether the stored vote is a committed (leader-granted) one.
+    pub vote_committed: bool,
+    /// Index of the last entry in the log, or of the last purged one when the log is empty.
+    pub last_log_index: Option<u64>,
+    pub last_purged_index: Option<u64>,
+    /// The state database was fsynced with everything up to here applied.
+    pub state_durable_index: Option<u64>,
+}
+
+/// Opens the log under `dir` (a node's data directory) and reports what it holds. Opening is
+/// what a starting node does: a torn tail is cut, a corrupt record is an error.
+///
+/// # Errors
+/// When the log cannot be opened (missing, unreadable, corrupt).
+pub fn log_inspect(dir: &Path) -> Result<LogInspection, wal::WalError> {
+    let wal_dir = dir.join("wal");
+    if !wal_dir.is_dir() {
+        return Err(wal::WalError::Io {
+            path: wal_dir,
+            source: io::Error::new(io::ErrorKind::NotFound, "no write-ahead log here"),
+        });
+    }
+    let wal = wal::Wal::open(&wal_dir)?;
+    let meta = wal.meta();
+    let last = wal.last_log_id()?;
+    Ok(LogInspection {
+        vote_term: meta.vote.map_or(0, |vote| vote.leader_id().term),
+        vote_for: meta.vote.and_then(|vote| vote.leader_id().voted_for()),
+        vote_committed: meta.vote.is_some_and(|vote| vote.is_committed()),
+        last_log_index: last.or(meta.last_purged).map(|id| id.index),
+        last_purged_index: meta.last_purged.map(|id| id.index),
+        state_durable_index: meta.state_durable.map(|id| id.index),
+    })
+}
+
 #[cfg(test)]
 mod tests;

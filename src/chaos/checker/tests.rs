@@ -136,6 +136,7 @@ impl Case {
                     nodes: vec![1],
                     inject_ms: 15.0,
                     heal_ms: 25.0,
+                    problems: Vec::new(),
                 }],
             },
             nodes: vec![node(1), node(2), node(3)],
