@@ -196,17 +196,19 @@ fn mixed_faults_lose_no_acknowledged_transfer() {
 #[test]
 fn the_negative_control_is_caught_losing_acknowledged_transfers() {
     // Goal: prove the checker would see lost money. Method: scripts/negative-control.sh builds
-    // raftpay with `unsafe-ack-before-flush` (acks before the flush) into its own target dir
-    // and runs kill-all with `--negative-control` until acknowledged transfers are gone; the
-    // run passes only if the checker reports them lost.
+    // raftpay with `unsafe-ack-before-flush` (acks before the fsync) into its own target dir
+    // and cuts the power of every node (data dirs on lossyfs) with `--negative-control` until
+    // acknowledged transfers are gone; the run passes only if the loss is reported.
     let _turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let out = out_dir("negative-control");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let started = Instant::now();
+    let lossyfs = Path::new(env!("CARGO_BIN_EXE_raftpay")).with_file_name("lossyfs");
     let output = Command::new("bash")
         .arg(root.join("scripts/negative-control.sh"))
         .arg("--out")
         .arg(&out)
+        .env("LOSSYFS_BIN", &lossyfs)
         .current_dir(root)
         .output()
         .expect("run scripts/negative-control.sh");

@@ -25,7 +25,9 @@ use crate::typ::{Entry, LogId, StorageError, TypeConfig, Vote};
 const FLUSH_QUEUE_MAX: usize = 4096;
 
 /// An append waiting for its entries to be durable.
-struct FlushRequest(LogFlushed<TypeConfig>);
+/// A flush to run, and the callback to complete after it (`None`: already acknowledged, in the
+/// `unsafe-ack-before-flush` negative control).
+struct FlushRequest(Option<LogFlushed<TypeConfig>>);
 
 /// The log store. Cloning shares the same log, flusher and committed id.
 #[derive(Clone)]
@@ -120,7 +122,9 @@ fn flusher_run(storage: &Storage, mut flush_rx: mpsc::Receiver<FlushRequest>) {
                 Ok(()) => Ok(()),
                 Err(error) => Err(io_error(error)),
             };
-            request.0.log_io_completed(outcome);
+            if let Some(callback) = request.0 {
+                callback.log_io_completed(outcome);
+            }
         }
     }
 }
@@ -208,13 +212,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .append(entries)
             .map_err(|e| logs_write_error(&e))?;
         if cfg!(feature = "unsafe-ack-before-flush") {
-            // Negative control for the chaos suite ONLY: acknowledges entries that may still be
-            // in memory. The kill-all scenario must catch the loss this causes.
+            // Negative control for the chaos suite ONLY: acknowledges entries written but not
+            // yet fsynced; the fsync follows as usual, too late. A SIGKILL cannot lose them
+            // (they are in the page cache); a power cut of every node in that window does, and
+            // the chaos negative control must catch it.
             callback.log_io_completed(Ok(()));
-            return Ok(());
+            return self
+                .flush_tx
+                .send(FlushRequest(None))
+                .await
+                .map_err(|_| logs_write_error(&"log flusher stopped"));
         }
         self.flush_tx
-            .send(FlushRequest(callback))
+            .send(FlushRequest(Some(callback)))
             .await
             .map_err(|_| logs_write_error(&"log flusher stopped"))
     }
