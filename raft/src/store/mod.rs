@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::codec;
 use crate::typ::LogId;
 
-pub use backup::{Backup, BackupError};
+pub use backup::{Backup, BackupError, RESTORE_MARKER};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
 pub use state_machine::StateMachine;
@@ -138,6 +138,22 @@ impl Storage {
     /// # Errors
     /// When the directory cannot be created or sled cannot open or recover the database.
     pub fn open(dir: &Path) -> io::Result<Storage> {
+        let marker = dir.join(backup::RESTORE_MARKER);
+        if marker.exists() {
+            return Err(io::Error::other(format!(
+                "{}: a restore into this data dir did not complete; remove the directory and \
+                 run `raftpay restore` again",
+                marker.display()
+            )));
+        }
+        Self::open_restoring(dir)
+    }
+
+    /// [`Storage::open`] without the check for an unfinished restore: for the restore itself.
+    ///
+    /// # Errors
+    /// As [`Storage::open`].
+    pub(crate) fn open_restoring(dir: &Path) -> io::Result<Storage> {
         std::fs::create_dir_all(dir)?;
         for (old, layout) in [
             ("sled", "the single-database layout (sled/)"),

@@ -456,6 +456,32 @@ impl StateMachine {
         self.load_from_tree()
     }
 
+    /// Makes `data` this node's state and its current snapshot at `meta`, exactly as a snapshot
+    /// received from a leader is installed: the snapshot file first (durable), then the whole
+    /// tree replaced and synced (a checkpoint). Used by restore, so that the restored node has a
+    /// snapshot to send to nodes that join later.
+    ///
+    /// # Errors
+    /// When the data does not verify, or the file or the tree cannot be written.
+    pub(crate) fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: SnapshotData,
+    ) -> Result<(), StorageError> {
+        let encoded =
+            codec::encode(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+        // The same checks as a received snapshot: nothing unverified becomes state.
+        let verified = SnapshotData::decode_verified(&encoded)
+            .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: encoded,
+        };
+        snapshot_write(&self.snapshot_dir, &stored)
+            .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+        self.install_data(meta, verified)
+    }
+
     /// Writes an apply call's changes and the new applied state as one batch.
     fn persist(
         &self,
