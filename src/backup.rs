@@ -2,6 +2,7 @@
 //! ledger over HTTP while the cluster serves, and seed the data directories of a new cluster
 //! from it. Prints what it did; `--json` for scripts.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -105,6 +106,7 @@ pub fn restore(opts: &ClientOpts, args: &RestoreArgs) -> anyhow::Result<ExitCode
         .iter()
         .map(|path| Config::load(path))
         .collect::<Result<_, _>>()?;
+    let voters = restore_voters(&configs)?;
     // Check every target before writing any, so a refusal leaves nothing half-restored.
     for config in &configs {
         let dir = &config.data_dir;
@@ -113,7 +115,7 @@ pub fn restore(opts: &ClientOpts, args: &RestoreArgs) -> anyhow::Result<ExitCode
         }
     }
     for config in &configs {
-        backup.restore_into(&config.data_dir)?;
+        backup.restore_into(&config.data_dir, &voters)?;
         report(
             opts,
             "restored",
@@ -123,6 +125,68 @@ pub fn restore(opts: &ClientOpts, args: &RestoreArgs) -> anyhow::Result<ExitCode
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The new cluster's initial voters, which become the restored membership. Every config
+/// restored into must name the same voters and be one of them. Nodes added later start empty
+/// (no `initial_voters`) and are sent the restored snapshot when they join.
+///
+/// # Errors
+/// When no config is given, the configs disagree, or a restored node is not a voter.
+fn restore_voters(configs: &[Config]) -> anyhow::Result<BTreeMap<u64, String>> {
+    let Some(first) = configs.first() else {
+        bail!("restore needs the config of every initial voter of the new cluster");
+    };
+    let voters: BTreeMap<u64, String> = first
+        .cluster
+        .initial_voters
+        .iter()
+        .map(|peer| (peer.id, peer.http_addr.clone()))
+        .collect();
+    if voters.is_empty() {
+        bail!(
+            "node {}: [cluster] initial_voters is empty; restore seeds the initial voters of a \
+             new cluster (nodes added later start empty and receive the restored state)",
+            first.node_id
+        );
+    }
+    for config in configs {
+        let theirs: BTreeMap<u64, String> = config
+            .cluster
+            .initial_voters
+            .iter()
+            .map(|peer| (peer.id, peer.http_addr.clone()))
+            .collect();
+        if theirs != voters {
+            bail!(
+                "node {} lists other initial_voters than node {}: every node of the new cluster \
+                 must list the same ones",
+                config.node_id,
+                first.node_id
+            );
+        }
+        if !voters.contains_key(&config.node_id) {
+            bail!(
+                "node {} is not among the initial_voters; restore only the initial voters",
+                config.node_id
+            );
+        }
+    }
+    // On separate hosts each one restores its own node; the others must be restored from the
+    // same file before any node starts (a voter started empty would initialize a cluster).
+    let restored: BTreeSet<u64> = configs.iter().map(|config| config.node_id).collect();
+    let elsewhere: Vec<u64> = voters
+        .keys()
+        .copied()
+        .filter(|id| !restored.contains(id))
+        .collect();
+    if !elsewhere.is_empty() {
+        eprintln!(
+            "note: restore the same backup into initial voters {elsewhere:?} too before starting \
+             any node"
+        );
+    }
+    Ok(voters)
 }
 
 fn report(opts: &ClientOpts, what: &str, backup: &Backup, place: &str, bytes: usize) {
@@ -138,5 +202,47 @@ fn report(opts: &ClientOpts, what: &str, backup: &Backup, place: &str, bytes: us
             "{what} {place}: applied index {index}, {} accounts, {} transfers (seq {}), state hash {}, {bytes} bytes",
             backup.accounts, backup.seq_last, backup.seq_last, &backup.state_hash[..16.min(backup.state_hash.len())]
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: u64, voters: &[u64]) -> Config {
+        let voters: Vec<String> = voters
+            .iter()
+            .map(|v| format!("{{ id = {v}, http_addr = \"127.0.0.1:70{v:02}\" }}"))
+            .collect();
+        let text = format!(
+            "node_id = {id}\nhttp_addr = \"127.0.0.1:70{id:02}\"\ndata_dir = \"d{id}\"\n\
+             [cluster]\ninitial_voters = [{}]\n",
+            voters.join(", ")
+        );
+        toml::from_str(&text).expect("config")
+    }
+
+    #[test]
+    fn the_restored_membership_is_the_new_clusters_initial_voters() {
+        let configs = [config(1, &[1, 2, 3]), config(2, &[1, 2, 3])];
+        let voters = restore_voters(&configs).expect("voters");
+        assert_eq!(voters.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(voters[&2], "127.0.0.1:7002");
+    }
+
+    #[test]
+    fn configs_that_cannot_form_the_restored_cluster_are_refused() {
+        let refused = |configs: &[Config]| {
+            restore_voters(configs)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refused(&[]).contains("every initial voter"));
+        assert!(refused(&[config(1, &[])]).contains("initial_voters is empty"));
+        assert!(
+            refused(&[config(1, &[1, 2]), config(2, &[1, 2, 3])]).contains("other initial_voters")
+        );
+        assert!(refused(&[config(4, &[1, 2, 3])]).contains("not among the initial_voters"));
     }
 }

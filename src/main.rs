@@ -90,8 +90,14 @@ async fn main() -> anyhow::Result<ExitCode> {
                 raftpay::config::LogFormatConfig::Json => Some(LogFormat::Json),
             });
             logging_init(format, &config.log.level);
-            raftpay::server::serve(config).await?;
-            Ok(ExitCode::SUCCESS)
+            match raftpay::server::serve(config).await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(error) => {
+                    // One line that names what failed (for damaged storage: the file and why).
+                    eprintln!("error: {error:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Bench(args) => {
             logging_init(cli.log_format, "warn");

@@ -233,3 +233,152 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_ledger() {
     ]);
     assert!(!ok && text.contains("already holds data"), "{text}");
 }
+
+/// Restores `backup` into the data dirs of a new `n`-voter cluster (not started).
+fn restore_new_cluster(backup: &Path, n: u64, timing: Timing) -> TestCluster {
+    let cluster = TestCluster::prepare(n, timing, "");
+    let mut args = vec![
+        "restore".to_string(),
+        "--from".to_string(),
+        backup.display().to_string(),
+    ];
+    for node in cluster.nodes.values() {
+        args.extend(["--config".to_string(), node.config.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, text) = raftpay(&args);
+    assert!(ok, "restore failed: {text}");
+    cluster
+}
+
+/// Starts node `id` empty, adds it as a learner through node 1's membership API, and waits
+/// until every node (it included) is at the same index with the same state hash.
+async fn learner_join(cluster: &mut TestCluster, id: u64, timing: &Timing) -> Value {
+    let addr = cluster.node_prepare(id, timing);
+    cluster.spawn(id);
+    let (status, body) = cluster
+        .post(
+            1,
+            "/v1/cluster/learners",
+            serde_json::json!({"id": id, "http_addr": addr}),
+        )
+        .await;
+    assert_eq!(status, 200, "add learner {id}: {body}");
+    cluster.converged_wait(Duration::from_secs(60)).await
+}
+
+/// What a node answers for every source account and for one transfer decided before the backup,
+/// read from its own state.
+async fn local_reads(cluster: &TestCluster, node: u64) -> Vec<(u16, Value)> {
+    let mut reads = Vec::new();
+    for id in std::iter::once("bank".to_string()).chain((0..ACCOUNTS).map(|i| format!("acct-{i}")))
+    {
+        let (status, body) = cluster
+            .get(node, &format!("/v1/accounts/{id}?consistency=local"))
+            .await;
+        reads.push((status, body["balance"].clone()));
+    }
+    let (status, body) = cluster
+        .get(node, "/v1/transfers/g-0?consistency=local")
+        .await;
+    reads.push((status, body["seq"].clone()));
+    reads
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_to_a_restored_cluster_receives_the_restored_ledger() {
+    // Goal: a node that joins a restored cluster gets the restored ledger, not an empty log's.
+    // Method: back up a ledger, restore it into a new 3-node cluster, add node 4 as a learner
+    // before the new cluster takes any snapshot of its own (it must be sent the restored one),
+    // then write past a snapshot and purge and add node 5 (sent the new snapshot); both must
+    // reach node 1's applied index and state hash and answer every account.
+    let cluster = TestCluster::start(3).await;
+    assert_eq!(
+        cluster
+            .post(1, "/v1/accounts", account_body("bank", "CNY", true))
+            .await
+            .0,
+        201
+    );
+    for i in 0..ACCOUNTS {
+        let body = account_body(&format!("acct-{i}"), "CNY", false);
+        assert_eq!(cluster.post(2, "/v1/accounts", body).await.0, 201);
+    }
+    let client = cluster.client();
+    for n in 0..40u64 {
+        let transfer = NewTransfer {
+            id: format!("g-{n}"),
+            from: "bank".into(),
+            to: format!("acct-{}", n % ACCOUNTS as u64),
+            amount: 1 + n % 5,
+            memo: None,
+        };
+        client.transfer(&transfer).await.expect("transfer");
+    }
+    cluster.converged_wait(Duration::from_secs(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.bak");
+    let backup = backup_to(&cluster, 1, &path);
+    let restored_index = backup["applied_index"].as_u64().unwrap();
+    let source_reads = local_reads(&cluster, 1).await;
+    assert!(source_reads.iter().all(|(status, _)| *status == 200));
+    drop(cluster);
+
+    let timing = Timing {
+        snapshot_logs_since_last: 30,
+        logs_kept_behind_snapshot: 5,
+        ..Timing::default()
+    };
+    let mut restored = restore_new_cluster(&path, 3, timing.clone());
+    restored.start_prepared().await;
+    let status = restored.status(1).await.expect("status of node 1");
+    assert_eq!(
+        (
+            status["snapshot_index"].as_u64(),
+            status["purged_index"].as_u64()
+        ),
+        (Some(restored_index), Some(restored_index)),
+        "the restored node holds a snapshot at R and its log starts after R: {status}"
+    );
+    tracing::info!(restored_index, "restored cluster up; adding node 4");
+
+    // Node 4 joins before the new cluster has snapshotted anything of its own.
+    let state = learner_join(&mut restored, 4, &timing).await;
+    let leader = restored.leader_wait(Duration::from_secs(10)).await;
+    let snapshot_index =
+        restored.status(leader).await.expect("leader status")["snapshot_index"].as_u64();
+    assert_eq!(snapshot_index, Some(restored_index), "no new snapshot yet");
+    assert_eq!(state["seq_last"], backup["seq_last"], "{state}");
+    assert_eq!(local_reads(&restored, 4).await, source_reads, "node 4");
+
+    // Past a snapshot and a purge of the new cluster's own, node 5 joins.
+    let client = restored.client();
+    for n in 0..40u64 {
+        let transfer = NewTransfer {
+            id: format!("r-{n}"),
+            from: "bank".into(),
+            to: "acct-0".into(),
+            amount: 1,
+            memo: None,
+        };
+        client.transfer(&transfer).await.expect("transfer");
+    }
+    common::eventually(
+        Duration::from_secs(30),
+        "a snapshot and purge past R",
+        || async {
+            let status = restored.status(leader).await?;
+            (status["snapshot_index"].as_u64()? > restored_index
+                && status["purged_index"].as_u64()? > restored_index)
+                .then_some(())
+        },
+    )
+    .await;
+    tracing::info!("restored cluster purged past R; adding node 5");
+    let state = learner_join(&mut restored, 5, &timing).await;
+    let seq_expected = backup["seq_last"].as_u64().unwrap() + 40;
+    assert_eq!(state["seq_last"].as_u64(), Some(seq_expected), "{state}");
+    let node1 = local_reads(&restored, 1).await;
+    assert_eq!(local_reads(&restored, 5).await, node1, "node 5");
+    assert_eq!(local_reads(&restored, 4).await, node1, "node 4");
+}

@@ -244,6 +244,42 @@ impl TestCluster {
         }
     }
 
+    /// Waits until node `id`'s process exits on its own (a node that refuses to start), up to
+    /// `deadline`; returns its exit status and the last line of its log.
+    ///
+    /// # Panics
+    /// When it still runs at the deadline (it is killed first).
+    pub async fn exit_wait(
+        &mut self,
+        id: u64,
+        deadline: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let until = Instant::now() + deadline;
+        loop {
+            let node = self.nodes.get_mut(&id).expect("known node");
+            let child = node.child.as_mut().expect("node was started");
+            if let Some(status) = child.try_wait().expect("wait for node") {
+                node.child = None;
+                let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let last = text.lines().last().unwrap_or_default().to_string();
+                return (status, last);
+            }
+            if Instant::now() >= until {
+                self.kill(id);
+                panic!(
+                    "node {id} still runs after {deadline:?}\n{}",
+                    self.logs_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
     pub fn pause(&self, id: u64) {
         signal(self.nodes[&id].pid().expect("running node"), "STOP");
     }

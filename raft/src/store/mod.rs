@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use crate::codec;
 use crate::typ::LogId;
 
-pub use backup::{Backup, BackupError};
+pub use backup::{Backup, BackupError, RESTORE_MARKER};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
 pub use state_machine::StateMachine;
@@ -62,16 +62,17 @@ struct Database {
 
 impl Database {
     fn open(dir: &Path, cache_bytes: u64, segment_bytes: usize) -> io::Result<Database> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
             .segment_size(segment_bytes)
             .mode(sled::Mode::HighThroughput)
             // No background flusher: the log flusher flushes (and fsyncs) every group of
             // appends, and state-machine writes need no flush of their own (the log is durable).
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| io::Error::other(format!("{}: {e}", dir.display())))?;
+            .flush_every_ms(None);
+        // sled 0.34 panics on some damaged files while it recovers (measured: a flipped byte in
+        // `db` can end in "tried to serialize Uninitialized"); that is a refusal, not a crash.
+        let db = caught(dir, "open", || config.open())?;
         let database = Database {
             db,
             dir: dir.to_path_buf(),
@@ -132,12 +133,65 @@ impl Database {
     }
 }
 
+/// Runs a sled call that may panic on damaged files, turning an error or a panic into an error
+/// that names `dir` and tells the operator what to do.
+fn caught<T>(dir: &Path, what: &str, call: impl FnOnce() -> sled::Result<T>) -> io::Result<T> {
+    let corrupt = |detail: String| {
+        io::Error::other(format!(
+            "{}: the database cannot be read ({what}: {detail}); rebuild this node from its \
+             peers (see the README)",
+            dir.display()
+        ))
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(corrupt(error.to_string())),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(corrupt(format!("sled panicked: {message}")))
+        }
+    }
+}
+
+/// Reads every key and value of `tree`, so that sled checks the checksum of every page the
+/// state lives in: a damaged page is found at open, not at the first read that reaches it.
+fn tree_verify(dir: &Path, tree: &sled::Tree) -> io::Result<u64> {
+    caught(dir, "verify", || {
+        let mut pairs = 0u64;
+        for item in tree.iter() {
+            item?;
+            pairs += 1;
+        }
+        Ok(pairs)
+    })
+}
+
 impl Storage {
     /// Opens (or creates) the database under `dir`.
     ///
     /// # Errors
     /// When the directory cannot be created or sled cannot open or recover the database.
     pub fn open(dir: &Path) -> io::Result<Storage> {
+        let marker = dir.join(backup::RESTORE_MARKER);
+        if marker.exists() {
+            return Err(io::Error::other(format!(
+                "{}: a restore into this data dir did not complete; remove the directory and \
+                 run `raftpay restore` again",
+                marker.display()
+            )));
+        }
+        Self::open_restoring(dir)
+    }
+
+    /// [`Storage::open`] without the check for an unfinished restore: for the restore itself.
+    ///
+    /// # Errors
+    /// As [`Storage::open`].
+    pub(crate) fn open_restoring(dir: &Path) -> io::Result<Storage> {
         std::fs::create_dir_all(dir)?;
         for (old, layout) in [
             ("sled", "the single-database layout (sled/)"),
@@ -158,10 +212,11 @@ impl Storage {
             SLED_CACHE_BYTES,
             SLED_STATE_SEGMENT_BYTES,
         )?;
-        let state = state_db
-            .db
-            .open_tree("state")
-            .map_err(|e| io::Error::other(format!("{}: {e}", dir.join("state").display())))?;
+        let state_dir = dir.join("state");
+        let state = caught(&state_dir, "open tree", || state_db.db.open_tree("state"))?;
+        let started = std::time::Instant::now();
+        let pairs = tree_verify(&state_dir, &state)?;
+        tracing::info!(pairs, elapsed = ?started.elapsed(), "state database read whole");
         Ok(Storage {
             wal,
             state,

@@ -104,6 +104,44 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// A snapshot file begins with these bytes, then the SHA-256 of everything after the
+/// checksum, then `codec(StoredSnapshot)`. The data's own checksum covers only the key/value
+/// pairs; this one covers the whole file (the meta included), so a flipped bit anywhere is found
+/// when the file is opened, at start and before the snapshot is sent.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"rpsnap02";
+const SNAPSHOT_HEADER_BYTES: usize = SNAPSHOT_MAGIC.len() + 32;
+
+fn snapshot_file_encode(stored: &StoredSnapshot) -> io::Result<Vec<u8>> {
+    let body = codec::encode(stored).map_err(io_error)?;
+    let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + body.len());
+    bytes.extend_from_slice(SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&Sha256::digest(&body));
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// Checks a snapshot file's magic and checksum, then decodes it. The error names the file.
+fn snapshot_file_decode(path: &Path, bytes: &[u8]) -> Result<StoredSnapshot, String> {
+    let corrupt = |reason: &str| {
+        format!(
+            "{}: corrupt snapshot file: {reason}; this node cannot be trusted (rebuild it from \
+             its peers, see the README)",
+            path.display()
+        )
+    };
+    let body = bytes
+        .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+        .ok_or_else(|| corrupt("no snapshot header"))?;
+    if body.len() < 32 {
+        return Err(corrupt("shorter than its header"));
+    }
+    let (checksum, body) = body.split_at(32);
+    if Sha256::digest(body).as_slice() != checksum {
+        return Err(corrupt("checksum mismatch"));
+    }
+    codec::decode(body).map_err(|e| corrupt(&e.to_string()))
+}
+
 /// A point-in-time view of the state tree while a snapshot copy runs: for every key an apply
 /// wrote since the snapshot point, its value at that point (`None`: it did not exist).
 ///
@@ -295,7 +333,7 @@ fn snapshot_write(dir: &Path, stored: &StoredSnapshot) -> io::Result<()> {
     if snapshot_latest(dir)?.is_some_and(|latest| latest > path) {
         return Ok(());
     }
-    let bytes = codec::encode(stored).map_err(io_error)?;
+    let bytes = snapshot_file_encode(stored)?;
     write_durably(&path, &bytes)?;
     for older in snapshot_files(dir)?.into_iter().filter(|p| *p < path) {
         std::fs::remove_file(older)?;
@@ -420,8 +458,10 @@ impl StateMachine {
         else {
             return Ok(None);
         };
-        let bytes = std::fs::read(path).map_err(|e| snapshot_error(None, ErrorVerb::Read, e))?;
-        codec::decode(&bytes)
+        let bytes = std::fs::read(&path).map_err(|e| {
+            snapshot_error(None, ErrorVerb::Read, format!("{}: {e}", path.display()))
+        })?;
+        snapshot_file_decode(&path, &bytes)
             .map(Some)
             .map_err(|e| snapshot_error(None, ErrorVerb::Read, e))
     }
@@ -454,6 +494,32 @@ impl StateMachine {
             .sync()
             .map_err(|e| sm_error(ErrorVerb::Write, e))?;
         self.load_from_tree()
+    }
+
+    /// Makes `data` this node's state and its current snapshot at `meta`, exactly as a snapshot
+    /// received from a leader is installed: the snapshot file first (durable), then the whole
+    /// tree replaced and synced (a checkpoint). Used by restore, so that the restored node has a
+    /// snapshot to send to nodes that join later.
+    ///
+    /// # Errors
+    /// When the data does not verify, or the file or the tree cannot be written.
+    pub(crate) fn restore(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: SnapshotData,
+    ) -> Result<(), StorageError> {
+        let encoded =
+            codec::encode(&data).map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+        // The same checks as a received snapshot: nothing unverified becomes state.
+        let verified = SnapshotData::decode_verified(&encoded)
+            .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Read, e))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: encoded,
+        };
+        snapshot_write(&self.snapshot_dir, &stored)
+            .map_err(|e| snapshot_error(Some(meta), ErrorVerb::Write, e))?;
+        self.install_data(meta, verified)
     }
 
     /// Writes an apply call's changes and the new applied state as one batch.
