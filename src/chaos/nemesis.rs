@@ -136,6 +136,8 @@ fn hold(kind: FaultKind, fraction: f64) -> Duration {
 pub struct DurableFloor {
     pub term: u64,
     pub log_index: u64,
+    /// The node led the cluster when the floor was read.
+    pub was_leader: bool,
 }
 
 impl DurableFloor {
@@ -187,6 +189,7 @@ async fn durable_floors(
             DurableFloor {
                 term: status["term"].as_u64().unwrap_or(0),
                 log_index: matched.min(applied),
+                was_leader: *node == leader,
             },
         ));
     }
@@ -309,7 +312,24 @@ pub async fn inject(
                 }
             }
             tokio::time::sleep(fault.hold).await;
-            restart(cluster, &nodes).await?;
+            // As in kill-all: half the time (always in a negative control) the old leader comes
+            // back last, once the others have elected a leader, so an entry only it still
+            // holds cannot come back with it.
+            let leader = floors
+                .iter()
+                .find(|(_, floor)| floor.was_leader)
+                .map(|(node, _)| *node);
+            match leader {
+                Some(leader) if fault.leader_last && nodes.len() > 1 => {
+                    let others: Vec<u64> = nodes.iter().copied().filter(|n| *n != leader).collect();
+                    restart(cluster, &others).await?;
+                    if let Err(error) = cluster.leader_wait(LEADER_DEADLINE).await {
+                        tracing::warn!(index, old_leader = leader, error = %format!("{error:#}"), "the others elected no leader; restarting the old leader anyway");
+                    }
+                    restart(cluster, &[leader]).await?;
+                }
+                _ => restart(cluster, &nodes).await?,
+            }
             if problems.is_empty() {
                 tracing::info!(
                     index,
