@@ -484,9 +484,8 @@ impl Wal {
         }
         let mut buffer = Vec::new();
         let mut lengths = Vec::new();
-        let mut expected = inner.next_index;
-        let first = expected;
-        for entry in entries {
+        let first = inner.next_index;
+        for (expected, entry) in (first..).zip(entries) {
             if entry.log_id.index != expected {
                 return Err(WalError::OutOfOrder {
                     index: entry.log_id.index,
@@ -496,7 +495,6 @@ impl Wal {
             let before = buffer.len();
             record_encode(&entry, &mut buffer)?;
             lengths.push((buffer.len() - before) as u64);
-            expected += 1;
         }
         if lengths.is_empty() {
             return Ok(());
