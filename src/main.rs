@@ -83,8 +83,15 @@ async fn main() -> anyhow::Result<ExitCode> {
                 raftpay::config::LogFormatConfig::Json => Some(LogFormat::Json),
             });
             logging_init(format, &config.log.level);
-            raftpay::server::serve(config).await?;
-            Ok(ExitCode::SUCCESS)
+            raftpay::server::panic_hook_install();
+            match raftpay::server::serve(config).await? {
+                raftpay::server::Served::Signal => Ok(ExitCode::SUCCESS),
+                // At once: returning would drop the runtime, which waits for blocking tasks
+                // that may hang on the failed disk.
+                raftpay::server::Served::Fault(_) => {
+                    std::process::exit(i32::from(raftpay::server::EXIT_FAULT))
+                }
+            }
         }
         Command::Bench(args) => {
             logging_init(cli.log_format, "warn");

@@ -188,6 +188,10 @@ fn write_error(error: WriteError) -> ApiError {
         WriteError::NotLeader { .. } => {
             ApiError::Unavailable("leadership is changing; retry shortly".into())
         }
+        WriteError::Fault(fault) => ApiError::Unavailable(format!(
+            "this node stopped on a {} fault; send the request to another node",
+            fault.kind
+        )),
     }
 }
 

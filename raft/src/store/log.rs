@@ -111,7 +111,8 @@ fn flusher_run(storage: &Storage, mut flush_rx: mpsc::Receiver<FlushRequest>) {
         while let Ok(next) = flush_rx.try_recv() {
             pending.push(next);
         }
-        let result = storage.sync_log();
+        let result = crate::fault::check(crate::fault::FaultPoint::LogSync)
+            .and_then(|()| storage.sync_log());
         if let Err(error) = &result {
             tracing::error!(%error, "log flush failed; the node cannot acknowledge writes");
         }

@@ -464,6 +464,9 @@ impl StateMachine {
         membership: &StoredMembership,
         hash: &[u8; 32],
     ) -> Result<(), StorageError> {
+        // Test builds only: an injected write failure (see `crate::fault`).
+        crate::fault::check(crate::fault::FaultPoint::StateApply)
+            .map_err(|e| sm_error(ErrorVerb::Write, e))?;
         let encode =
             |value: &dyn erased::Encode| value.encode().map_err(|e| sm_error(ErrorVerb::Write, e));
         let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(
