@@ -247,6 +247,7 @@ pub async fn raft_rpc(
                 RpcRefused::WrongTarget { .. } => StatusCode::CONFLICT,
                 RpcRefused::Malformed(_) => StatusCode::BAD_REQUEST,
                 RpcRefused::UnknownRoute => StatusCode::NOT_FOUND,
+                RpcRefused::BadSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             tracing::warn!(%route, error = %refused, "raft rpc refused");
             (status, refused.to_string()).into_response()

@@ -36,7 +36,7 @@ use crate::typ::LogId;
 pub use backup::{Backup, BackupError};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
-pub use state_machine::StateMachine;
+pub use state_machine::{snapshot_data_of, snapshot_verify, StateMachine};
 
 /// The node's write-ahead log and its state database.
 pub struct Storage {
