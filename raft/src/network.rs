@@ -509,6 +509,7 @@ mod tests {
             snapshot_logs_since_last: 10_000,
             logs_kept_behind_snapshot: 100,
             write_timeout: Duration::from_secs(5),
+            disk_reserve_bytes: 0,
         };
         Node::start(options).await.expect("start node")
     }

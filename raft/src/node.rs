@@ -25,7 +25,9 @@ use crate::detector::{self, Heard, WatchOptions};
 use crate::ledger::{validate_command, Command, CommandResult, InvalidRequest};
 use crate::network::{Network, RpcServer};
 use crate::stats::Stats;
-use crate::store::{Backup, LedgerReader, LogStore, StateMachine, Storage};
+use crate::store::{
+    Backup, DiskReserve, LedgerReader, LogStore, ReserveLow, StateMachine, Storage,
+};
 use crate::typ::{NodeId, Proposal, Raft, TypeConfig};
 
 /// Most commands (transfers count one each) coalesced into one log entry.
@@ -55,6 +57,9 @@ pub struct NodeOptions {
     pub logs_kept_behind_snapshot: u64,
     /// How long a write may wait for commit and apply before it is "outcome unknown".
     pub write_timeout: Duration,
+    /// A leader refuses writes while its data dir's file system has less free space than this
+    /// (0: no check); see `store::DiskReserve`.
+    pub disk_reserve_bytes: u64,
 }
 
 /// Why a write has no answer from this node.
@@ -75,6 +80,9 @@ pub enum WriteError {
     /// This node stopped on a fault; nothing was proposed. Another node can take the write.
     #[error("node stopped: {0}")]
     Fault(Fault),
+    /// This leader's data dir is under its free-space reserve; nothing was proposed.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(ReserveLow),
 }
 
 /// Why a node stopped serving for good (until restarted).
@@ -175,6 +183,7 @@ struct NodeInner {
     fault_rx: watch::Receiver<Option<Fault>>,
     /// Set by [`Node::shutdown`]: the Raft core ending is then no fault.
     stopping: Arc<AtomicBool>,
+    reserve: DiskReserve,
 }
 
 fn raft_config(options: &NodeOptions) -> Result<openraft::Config, StartError> {
@@ -273,6 +282,7 @@ impl Node {
                 write_timeout: options.write_timeout,
                 fault_rx,
                 stopping,
+                reserve: DiskReserve::new(&options.data_dir, options.disk_reserve_bytes),
             }),
         })
     }
@@ -310,6 +320,12 @@ impl Node {
     /// Bytes the node's databases (log and state) occupy on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.inner.storage.size_on_disk()
+    }
+
+    /// Free bytes on the data dir's file system (a reading at most `store::reserve`'s interval
+    /// old; `u64::MAX` when it cannot be read).
+    pub fn disk_free_bytes(&self) -> u64 {
+        self.inner.reserve.free_bytes()
     }
 
     /// Bytes the log's database occupies on disk (bounded by compaction).
@@ -396,6 +412,12 @@ impl Node {
                 leader: self.leader(),
             });
         }
+        // Before anything is proposed: an entry that cannot be appended here would stop the
+        // node (a storage fault); a refusal leaves it serving reads and the cluster its lead.
+        self.inner
+            .reserve
+            .check()
+            .map_err(WriteError::InsufficientStorage)?;
         let (reply, reply_rx) = oneshot::channel();
         self.inner
             .write_tx

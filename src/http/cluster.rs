@@ -71,6 +71,7 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
         "purged_index": metrics.purged.map(|id| id.index),
         "disk_bytes": app.node.disk_bytes(),
         "log_disk_bytes": app.node.log_disk_bytes(),
+        "disk_free_bytes": app.node.disk_free_bytes(),
     }))
 }
 

@@ -23,6 +23,7 @@
 mod backup;
 mod log;
 mod reader;
+mod reserve;
 mod state_machine;
 pub mod wal;
 
@@ -36,6 +37,7 @@ use crate::typ::LogId;
 pub use backup::{Backup, BackupError};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
+pub use reserve::{DiskReserve, ReserveLow};
 pub use state_machine::{snapshot_data_of, snapshot_verify, StateMachine};
 
 /// The node's write-ahead log and its state database.
