@@ -23,6 +23,26 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// The node's storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The leader answers writes with `507 insufficient_storage` while the file system of
+    /// `data_dir` has less free space than this (0 turns the check off). Room for the entries in
+    /// flight, snapshots and the final checkpoint of a clean stop.
+    pub disk_reserve_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            disk_reserve_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// Logging of a node; `RAFTPAY_LOG` (same syntax as `level`) overrides the level, and
@@ -228,6 +248,7 @@ impl Config {
             snapshot_logs_since_last: raft.snapshot_logs_since_last,
             logs_kept_behind_snapshot: raft.logs_kept_behind_snapshot,
             write_timeout: Duration::from_millis(raft.write_timeout_ms),
+            disk_reserve_bytes: self.storage.disk_reserve_bytes,
         }
     }
 }
@@ -271,6 +292,14 @@ mod tests {
         ))
         .is_ok());
         assert!(parse(&format!("{base}[log]\nformat = \"xml\"\n")).is_err());
+        assert_eq!(
+            parse(base).map(|c| c.storage.disk_reserve_bytes),
+            Ok(64 * 1024 * 1024)
+        );
+        let reserve = parse(&format!("{base}[storage]\ndisk_reserve_bytes = 0\n"));
+        assert_eq!(reserve.map(|c| c.storage.disk_reserve_bytes), Ok(0));
+        assert!(parse(&format!("{base}[storage]\ndisk_reserve = 1\n")).is_err());
+        assert!(parse(&format!("{base}[storage]\ndisk_reserve_bytes = -1\n")).is_err());
         assert!(parse(&format!("{base}[log]\nlevel = \"info,[[\"\n")).is_err());
     }
 }

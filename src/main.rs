@@ -90,8 +90,14 @@ async fn main() -> anyhow::Result<ExitCode> {
                 raftpay::config::LogFormatConfig::Json => Some(LogFormat::Json),
             });
             logging_init(format, &config.log.level);
+            raftpay::server::panic_hook_install();
             match raftpay::server::serve(config).await {
-                Ok(()) => Ok(ExitCode::SUCCESS),
+                Ok(raftpay::server::Served::Signal) => Ok(ExitCode::SUCCESS),
+                // At once: returning would drop the runtime, which waits for blocking tasks
+                // that may hang on the failed disk.
+                Ok(raftpay::server::Served::Fault(_)) => {
+                    std::process::exit(i32::from(raftpay::server::EXIT_FAULT))
+                }
                 Err(error) => {
                     // One line that names what failed (for damaged storage: the file and why).
                     eprintln!("error: {error:#}");

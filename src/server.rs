@@ -1,11 +1,13 @@
 //! Running a node: start the replicated ledger, bind the HTTP listener, serve until SIGTERM or
-//! Ctrl-C, then drain in-flight requests (bounded) and stop Raft.
+//! Ctrl-C, then drain in-flight requests (bounded) and stop Raft. Or, when the node stops on a
+//! fault (see `raftpay_raft::node::Fault`): log it once, keep answering `503`s for the injected
+//! linger (tests only), and end with [`Served::Fault`]; `main` exits with [`EXIT_FAULT`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use raftpay_raft::node::Node;
+use raftpay_raft::node::{Fault, Node};
 
 use crate::config::Config;
 use crate::http::{self, App, Settings};
@@ -14,11 +16,46 @@ use crate::metrics::Metrics;
 /// In-flight requests get this long to finish after a shutdown signal.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves `config`'s node until a shutdown signal.
+/// Exit status of `raftpay serve` when the node stopped on a fault (a storage error in the log
+/// or the state machine, or openraft's core ending on its own). A panic aborts instead
+/// (SIGABRT, see [`panic_hook_install`]); a clean stop exits 0 and an error at start 1.
+pub const EXIT_FAULT: u8 = 3;
+
+/// How serving ended.
+#[derive(Debug)]
+pub enum Served {
+    /// A shutdown signal; requests drained and Raft stopped.
+    Signal,
+    /// The node stopped on a fault; the process must exit with [`EXIT_FAULT`] without further
+    /// storage work.
+    Fault(Fault),
+}
+
+/// Makes every panic of a node fatal for the whole process, after one error line: a replica
+/// whose task panicked (an invariant assertion in apply) must not go on serving with that task
+/// gone. Release builds abort on panic anyway (`panic = "abort"`); this hook logs first and
+/// makes debug builds do the same.
+pub fn panic_hook_install() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info.location().map(ToString::to_string).unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(%message, %location, thread, "panic: the node aborts");
+        std::process::abort();
+    }));
+}
+
+/// Serves `config`'s node until a shutdown signal or a fault.
 ///
 /// # Errors
 /// When storage cannot be opened, the address cannot be bound, or the server fails.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> anyhow::Result<Served> {
     let started = Instant::now();
     // Bind first: a node that cannot serve must not join elections.
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
@@ -54,20 +91,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     // The server task: ends when graceful shutdown completes (or the listener fails).
     let mut server_task = tokio::spawn(async move { server.await });
-    tokio::select! {
+    let fault = tokio::select! {
         // Normal end: the server stopped on its own (listener error) before any signal.
-        result = &mut server_task => result.context("server task")?.context("http server")?,
+        result = &mut server_task => {
+            result.context("server task")?.context("http server")?;
+            None
+        }
         // A signal arrived: give in-flight requests SHUTDOWN_DRAIN, then stop regardless.
         _ = drain_rx => {
             if tokio::time::timeout(SHUTDOWN_DRAIN, &mut server_task).await.is_err() {
                 tracing::warn!("requests still in flight after the drain deadline; stopping anyway");
                 server_task.abort();
             }
+            None
         }
+        // The Raft core ended on its own: from now on every request but /health, /ready and
+        // /metrics gets 503 (http::fault_refuse). No drain and no final sync: storage failed.
+        fault = node.fault_wait() => Some(fault),
+    };
+    if let Some(fault) = fault {
+        let linger = raftpay_raft::fault::linger();
+        tracing::error!(
+            node_id = config.node_id,
+            kind = %fault.kind,
+            reason = %fault.reason,
+            exit_status = EXIT_FAULT,
+            linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX),
+            "node stopped on a fatal fault; exiting (restart it: it recovers from its log and its peers)"
+        );
+        // Injected in tests only (zero otherwise): the 503s and /health stay visible meanwhile.
+        tokio::time::sleep(linger).await;
+        server_task.abort();
+        return Ok(Served::Fault(fault));
     }
     node.shutdown().await;
     tracing::info!("node stopped");
-    Ok(())
+    Ok(Served::Signal)
 }
 
 async fn shutdown_signal() {

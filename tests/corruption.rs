@@ -72,7 +72,7 @@ fn byte_flip(path: &Path, at: usize) {
 /// Starts node `id` and expects it to refuse: a non-zero exit and one error line naming `file`.
 async fn start_refused(cluster: &mut TestCluster, id: u64, file: &Path) -> String {
     cluster.spawn(id);
-    let (status, last_line) = cluster.exit_wait(id, REFUSAL_DEADLINE).await;
+    let (status, last_line) = cluster.refusal_wait(id, REFUSAL_DEADLINE).await;
     assert!(
         !status.success(),
         "node {id} must refuse to start: {status}"

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod detector;
+pub mod fault;
 pub mod ledger;
 pub mod network;
 pub mod node;

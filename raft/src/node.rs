@@ -4,13 +4,19 @@
 //!
 //! It never answers a write before the entry is committed and applied, and it never claims a
 //! failed write did not happen: every failure of an in-flight write is "outcome unknown".
+//!
+//! Fatal means stopped: a fault watcher follows openraft's `running_state`; once the Raft core
+//! ends on its own (a storage error in the log or the state machine, a panic), the node records
+//! a [`Fault`], refuses every further write and read barrier, and the service exits
+//! ([`Node::fault_wait`]). Recovery is a restart and replay, never carrying on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError, RaftError};
 use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -19,7 +25,9 @@ use crate::detector::{self, Heard, WatchOptions};
 use crate::ledger::{validate_command, Command, CommandResult, InvalidRequest};
 use crate::network::{Network, RpcServer};
 use crate::stats::Stats;
-use crate::store::{Backup, LedgerReader, LogStore, StateMachine, Storage};
+use crate::store::{
+    Backup, DiskReserve, LedgerReader, LogStore, ReserveLow, StateMachine, Storage,
+};
 use crate::typ::{NodeId, Proposal, Raft, TypeConfig};
 
 /// Most commands (transfers count one each) coalesced into one log entry.
@@ -49,6 +57,9 @@ pub struct NodeOptions {
     pub logs_kept_behind_snapshot: u64,
     /// How long a write may wait for commit and apply before it is "outcome unknown".
     pub write_timeout: Duration,
+    /// A leader refuses writes while its data dir's file system has less free space than this
+    /// (0: no check); see `store::DiskReserve`.
+    pub disk_reserve_bytes: u64,
 }
 
 /// Why a write has no answer from this node.
@@ -66,6 +77,62 @@ pub enum WriteError {
     /// Too many writes queued; nothing was proposed.
     #[error("overloaded")]
     Overloaded,
+    /// This node stopped on a fault; nothing was proposed. Another node can take the write.
+    #[error("node stopped: {0}")]
+    Fault(Fault),
+    /// This leader's data dir is under its free-space reserve; nothing was proposed.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(ReserveLow),
+}
+
+/// Why a node stopped serving for good (until restarted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {reason}")]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// openraft's error, as it reported it.
+    pub reason: String,
+}
+
+/// What kind of fault stopped a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// A log, vote, state machine or snapshot read or write failed.
+    Storage,
+    /// The Raft core panicked.
+    Panicked,
+    /// The Raft core ended although nobody asked it to stop.
+    Stopped,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Storage => "storage",
+            FaultKind::Panicked => "panicked",
+            FaultKind::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Fault {
+    fn of_fatal(fatal: &Fatal<NodeId>) -> Fault {
+        let kind = match fatal {
+            Fatal::StorageError(_) => FaultKind::Storage,
+            Fatal::Panicked => FaultKind::Panicked,
+            Fatal::Stopped => FaultKind::Stopped,
+        };
+        Fault {
+            kind,
+            reason: fatal.to_string(),
+        }
+    }
 }
 
 /// Why a membership change failed.
@@ -87,6 +154,8 @@ pub enum StartError {
     Storage(String),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("{0}")]
+    FaultSpec(#[from] crate::fault::FaultSpecError),
 }
 
 struct PendingWrite {
@@ -110,6 +179,11 @@ struct NodeInner {
     rpc: RpcServer,
     write_tx: mpsc::Sender<PendingWrite>,
     write_timeout: Duration,
+    /// Set once by the fault watcher; `None` while the node is sound.
+    fault_rx: watch::Receiver<Option<Fault>>,
+    /// Set by [`Node::shutdown`]: the Raft core ending is then no fault.
+    stopping: Arc<AtomicBool>,
+    reserve: DiskReserve,
 }
 
 fn raft_config(options: &NodeOptions) -> Result<openraft::Config, StartError> {
@@ -139,6 +213,7 @@ impl Node {
         if cfg!(feature = "unsafe-ack-before-flush") {
             tracing::error!("NEGATIVE-CONTROL BUILD: log appends are acknowledged before they are durable; never run this in production");
         }
+        crate::fault::init()?;
         let config = Arc::new(raft_config(&options)?);
         let storage = Arc::new(
             Storage::open(&options.data_dir).map_err(|e| StartError::Storage(e.to_string()))?,
@@ -185,6 +260,15 @@ impl Node {
             },
         ));
         let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone(), heard);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (fault_tx, fault_rx) = watch::channel(None);
+        // The fault watcher: ends once the Raft core has ended (reporting a fault unless
+        // `shutdown` asked for it).
+        tokio::spawn(fault_watch_run(
+            raft.metrics(),
+            fault_tx,
+            Arc::clone(&stopping),
+        ));
         Ok(Node {
             inner: Arc::new(NodeInner {
                 id: options.node_id,
@@ -196,6 +280,9 @@ impl Node {
                 rpc,
                 write_tx,
                 write_timeout: options.write_timeout,
+                fault_rx,
+                stopping,
+                reserve: DiskReserve::new(&options.data_dir, options.disk_reserve_bytes),
             }),
         })
     }
@@ -233,6 +320,12 @@ impl Node {
     /// Bytes the node's databases (log and state) occupy on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.inner.storage.size_on_disk()
+    }
+
+    /// Free bytes on the data dir's file system (a reading at most `store::reserve`'s interval
+    /// old; `u64::MAX` when it cannot be read).
+    pub fn disk_free_bytes(&self) -> u64 {
+        self.inner.reserve.free_bytes()
     }
 
     /// Bytes the log's database occupies on disk (bounded by compaction).
@@ -274,6 +367,33 @@ impl Node {
         }
     }
 
+    /// The fault this node stopped on, if it did.
+    pub fn fault(&self) -> Option<Fault> {
+        self.inner.fault_rx.borrow().clone()
+    }
+
+    /// Waits until this node stops on a fault and returns it. Pending forever on a sound node
+    /// (and after [`Node::shutdown`]).
+    pub async fn fault_wait(&self) -> Fault {
+        let mut fault_rx = self.inner.fault_rx.clone();
+        loop {
+            if let Some(fault) = fault_rx.borrow_and_update().clone() {
+                return fault;
+            }
+            if fault_rx.changed().await.is_err() {
+                // The watcher ended without a fault: a shutdown. Nothing more will come.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn fault_refuse(&self) -> Result<(), WriteError> {
+        match self.fault() {
+            Some(fault) => Err(WriteError::Fault(fault)),
+            None => Ok(()),
+        }
+    }
+
     /// Whether this node leads right now.
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
@@ -286,11 +406,18 @@ impl Node {
     /// `Overloaded` (nothing proposed), `Unavailable` (outcome unknown; retry with the same id).
     pub async fn write(&self, command: Command) -> Result<CommandResult, WriteError> {
         validate_command(&command)?;
+        self.fault_refuse()?;
         if !self.is_leader() {
             return Err(WriteError::NotLeader {
                 leader: self.leader(),
             });
         }
+        // Before anything is proposed: an entry that cannot be appended here would stop the
+        // node (a storage fault); a refusal leaves it serving reads and the cluster its lead.
+        self.inner
+            .reserve
+            .check()
+            .map_err(WriteError::InsufficientStorage)?;
         let (reply, reply_rx) = oneshot::channel();
         self.inner
             .write_tx
@@ -313,6 +440,7 @@ impl Node {
     /// `NotLeader` when this node does not lead (forward the read), `Unavailable` when no quorum
     /// confirmed the leadership in time.
     pub async fn linearizable_barrier(&self) -> Result<(), WriteError> {
+        self.fault_refuse()?;
         if !self.is_leader() {
             return Err(WriteError::NotLeader {
                 leader: self.leader(),
@@ -470,6 +598,7 @@ impl Node {
 
     /// Stops openraft (and with it storage I/O).
     pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
         if let Err(error) = self.inner.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
         }
@@ -477,6 +606,32 @@ impl Node {
             tracing::error!(%error, "final storage sync failed");
         }
     }
+}
+
+/// The fault watcher: follows openraft's metrics until the Raft core has ended, then records
+/// why (unless `stopping` says it was asked to stop). openraft sets `running_state` to the
+/// fatal error as the core's last word, before it drops the metrics sender.
+async fn fault_watch_run(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    fault_tx: watch::Sender<Option<Fault>>,
+    stopping: Arc<AtomicBool>,
+) {
+    let fatal = loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            break fatal.clone();
+        }
+        if metrics.changed().await.is_err() {
+            // The core is gone without a last word: it did not stop normally.
+            break Fatal::Panicked;
+        }
+    };
+    if matches!(fatal, Fatal::Stopped) && stopping.load(Ordering::SeqCst) {
+        tracing::debug!("raft core stopped on request");
+        return;
+    }
+    let fault = Fault::of_fatal(&fatal);
+    tracing::debug!(kind = %fault.kind, reason = %fault.reason, "fault recorded");
+    fault_tx.send_replace(Some(fault));
 }
 
 fn leader_of(forward: &ForwardToLeader<NodeId, BasicNode>) -> Option<(NodeId, String)> {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::ServerState;
 use raftpay_raft::network::{RpcRefused, HEADER_SECRET, HEADER_TARGET};
-use raftpay_raft::node::MembershipError;
+use raftpay_raft::node::{Fault, MembershipError};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
@@ -78,6 +78,7 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
         }),
         "disk_bytes": app.node.disk_bytes(),
         "log_disk_bytes": app.node.log_disk_bytes(),
+        "disk_free_bytes": app.node.disk_free_bytes(),
     }))
 }
 
@@ -187,22 +188,39 @@ pub async fn backup(State(app): State<App>) -> Result<Response, ApiError> {
     Ok((headers, bytes).into_response())
 }
 
-pub async fn health() -> Response {
-    (StatusCode::OK, Json(json!({"status": "ok"}))).into_response()
+/// `200 {"status":"ok"}` while the node serves; `503 {"status":"fault","kind":..,"reason":..}`
+/// once it stopped on a fault (it exits soon after).
+pub async fn health(State(app): State<App>) -> Response {
+    match app.node.fault() {
+        None => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+        Some(fault) => fault_response(&fault),
+    }
 }
 
-/// Ready while a leader is known and everything known to be committed is applied.
+fn fault_response(fault: &Fault) -> Response {
+    let body = json!({"status": "fault", "kind": fault.kind.as_str(), "reason": fault.reason});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// Ready while the node is sound, its Raft core runs, a leader is known and everything known
+/// to be committed is applied. A fault answers like `/health`.
 pub async fn ready(State(app): State<App>) -> Response {
+    if let Some(fault) = app.node.fault() {
+        return fault_response(&fault);
+    }
     let metrics = app.node.metrics().borrow().clone();
     let applied = metrics.last_applied.map_or(0, |id| id.index);
     let committed = app.node.committed_index();
-    let ready = metrics.current_leader.is_some() && applied >= committed;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    // openraft leaves `current_leader` as it was when its core ends: look at the core first.
+    let running = metrics.running_state.is_ok() && metrics.state != ServerState::Shutdown;
+    let ready = running && metrics.current_leader.is_some() && applied >= committed;
+    let (status, word) = match (running, ready) {
+        (_, true) => (StatusCode::OK, "ready"),
+        (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
     };
-    let body = json!({"ready": ready, "leader_id": metrics.current_leader, "last_applied": applied, "committed": committed});
+    let body = json!({"status": word, "ready": ready, "leader_id": metrics.current_leader,
+        "last_applied": applied, "committed": committed});
     (status, Json(body)).into_response()
 }
 
@@ -237,6 +255,7 @@ pub async fn raft_rpc(
                 RpcRefused::WrongTarget { .. } => StatusCode::CONFLICT,
                 RpcRefused::Malformed(_) => StatusCode::BAD_REQUEST,
                 RpcRefused::UnknownRoute => StatusCode::NOT_FOUND,
+                RpcRefused::BadSnapshot(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             tracing::warn!(%route, error = %refused, "raft rpc refused");
             (status, refused.to_string()).into_response()

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// Storage failed on this node; an operator must look.
     #[error("internal error")]
     Internal(String),
+    /// The leader's disk is under its free-space reserve: nothing was proposed. Not retried
+    /// by the client at once; an operator must free space.
+    #[error("{0}")]
+    InsufficientStorage(String),
 }
 
 impl ApiError {
@@ -56,6 +60,9 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::InsufficientStorage(_) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+            }
         }
     }
 
@@ -83,6 +90,9 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Internal(detail) => tracing::error!(code, %detail, "request failed"),
             ApiError::Unavailable(detail) => tracing::warn!(code, %detail, "request unavailable"),
+            ApiError::InsufficientStorage(detail) => {
+                tracing::warn!(code, %detail, "write refused: disk under its reserve");
+            }
             _ => tracing::debug!(code, message = %self, "request refused"),
         }
         let mut response = (status, axum::Json(self.body())).into_response();

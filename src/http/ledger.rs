@@ -188,6 +188,15 @@ fn write_error(error: WriteError) -> ApiError {
         WriteError::NotLeader { .. } => {
             ApiError::Unavailable("leadership is changing; retry shortly".into())
         }
+        WriteError::InsufficientStorage(low) => ApiError::InsufficientStorage(format!(
+            "the leader's disk is under its free-space reserve ({} of {} bytes free); nothing \
+             was written",
+            low.free_bytes, low.reserve_bytes
+        )),
+        WriteError::Fault(fault) => ApiError::Unavailable(format!(
+            "this node stopped on a {} fault; send the request to another node",
+            fault.kind
+        )),
     }
 }
 

@@ -110,8 +110,25 @@ pub fn router(app: App) -> Router {
         .merge(raft)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn_with_state(app.clone(), fault_refuse))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
+}
+
+/// A node stopped on a fault serves nothing but its health, readiness, metrics and status
+/// page: every `/v1/` and `/raft/` request gets `503` (a client goes to another node).
+async fn fault_refuse(State(app): State<App>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/v1/") || path.starts_with("/raft/") {
+        if let Some(fault) = app.node.fault() {
+            return ApiError::Unavailable(format!(
+                "this node stopped on a {} fault; send the request to another node",
+                fault.kind
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Checks the bearer token on `/v1/` routes when one is configured.

@@ -64,6 +64,8 @@ pub struct TestNode {
     pub addr: String,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment variables of this node's process (e.g. `RAFTPAY_FAULT`).
+    pub env: BTreeMap<String, String>,
     child: Option<Child>,
 }
 
@@ -153,6 +155,7 @@ impl TestCluster {
                     addr: addr.clone(),
                     config,
                     log,
+                    env: BTreeMap::new(),
                     child: None,
                 },
             );
@@ -195,6 +198,7 @@ impl TestCluster {
                 addr: addr.clone(),
                 config,
                 log,
+                env: BTreeMap::new(),
                 child: None,
             },
         );
@@ -215,6 +219,7 @@ impl TestCluster {
             .args(["serve", "--config"])
             .arg(&node.config)
             .env("RAFTPAY_LOG", &log_filter)
+            .envs(&node.env)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -249,7 +254,7 @@ impl TestCluster {
     ///
     /// # Panics
     /// When it still runs at the deadline (it is killed first).
-    pub async fn exit_wait(
+    pub async fn refusal_wait(
         &mut self,
         id: u64,
         deadline: Duration,
@@ -275,9 +280,81 @@ impl TestCluster {
         }
     }
 
+    /// Sets (`Some`) or removes (`None`) an environment variable for node `id`'s next start.
+    pub fn node_env(&mut self, id: u64, key: &str, value: Option<&str>) {
+        let env = &mut self.nodes.get_mut(&id).expect("known node").env;
+        match value {
+            Some(value) => env.insert(key.to_string(), value.to_string()),
+            None => env.remove(key),
+        };
+    }
+
+    /// Node `id`'s exit status if its process has ended (the process is then reaped and the node
+    /// counts as stopped); `None` while it runs.
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let child = node.child.as_mut()?;
+        let status = child.try_wait().expect("try_wait on a node")?;
+        node.child = None;
+        tracing::info!(node = id, ?status, "node exited on its own");
+        Some(status)
+    }
+
+    /// Waits until node `id`'s process ends on its own and returns its exit status.
+    pub async fn exit_wait(&mut self, id: u64, deadline: Duration) -> std::process::ExitStatus {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.exited(id) {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {id} did not exit within {deadline:?}\n{}",
+                self.logs_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Node `id`'s data directory.
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
+
+    }
+
+    /// Lines of node `id`'s log that contain `needle`, without colour codes.
+    pub fn log_lines(&self, id: u64, needle: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.nodes[&id].log).unwrap_or_default();
+        ansi_strip(&text)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Makes node `id` the leader: while another node leads, SIGKILLs that leader, waits for the
+    /// next one and starts the killed node again (each round hands `id` the lead with p ~ 1/2).
+    pub async fn leader_make(&mut self, id: u64, deadline: Duration) {
+        let until = Instant::now() + deadline;
+        loop {
+            let leader = self.leader_wait(ELECTION_DEADLINE).await;
+            if leader == id {
+                tracing::info!(node = id, "node leads");
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {id} did not become leader within {deadline:?}"
+            );
+            self.kill(leader);
+            let next = self.leader_wait(ELECTION_DEADLINE).await;
+            tracing::info!(
+                killed = leader,
+                next,
+                "leader_make: new leader after a kill"
+            );
+            self.spawn(leader);
+        }
     }
 
     pub fn pause(&self, id: u64) {
@@ -436,6 +513,25 @@ impl Drop for TestCluster {
             eprintln!("{}", self.logs_tail());
         }
     }
+}
+
+/// `text` without ANSI colour sequences (`ESC [ ... m`), as the pretty log format writes them.
+pub fn ansi_strip(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip up to and including the final letter of the sequence.
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn signal(pid: u32, name: &str) {

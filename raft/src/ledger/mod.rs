@@ -70,43 +70,132 @@ impl MemLedger {
     }
 }
 
-/// A broken ledger invariant, found by [`check_accounts`].
+/// A broken ledger invariant, found by [`check_accounts`] or [`check_totals`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvariantViolation {
     #[error("currency {currency}: balances sum to {sum}, not 0")]
     NotConserved { currency: String, sum: i128 },
     #[error("account {id} has no overdraft but its balance is {balance}")]
     Negative { id: String, balance: i64 },
+    /// A total over [`AMOUNT_MAX`]: the ledger never posts one, so the state was not made by it.
+    #[error("account {id}: debits {debits} or credits {credits} over the maximum {AMOUNT_MAX}")]
+    OutOfRange {
+        id: String,
+        debits: u64,
+        credits: u64,
+    },
+    /// The per-currency sums of the accounts' debits or credits do not fit a `u128`.
+    #[error("currency {currency}: the accounts' totals overflow")]
+    SumOverflow { currency: String },
+    /// The stored currency totals (`CurrencyTotals`) differ from the sums over the accounts.
+    #[error(
+        "currency {currency}: stored totals debits {stored_debits} credits {stored_credits}, \
+         accounts sum to debits {debits} credits {credits}"
+    )]
+    TotalsMismatch {
+        currency: String,
+        stored_debits: u128,
+        stored_credits: u128,
+        debits: u128,
+        credits: u128,
+    },
 }
 
 /// Checks conservation per currency and that no non-overdraft account is below zero over a full
-/// set of accounts. Used by tests, snapshot install and the chaos checker.
+/// set of accounts. Used by tests, snapshot install and the chaos checker. Never panics, whatever
+/// the accounts hold (a snapshot from a peer is untrusted): a total over [`AMOUNT_MAX`] is a
+/// violation, and every sum is checked.
 ///
 /// # Errors
 /// The violations found, all of them.
 pub fn check_accounts<'a>(
     accounts: impl IntoIterator<Item = &'a Account>,
 ) -> Result<(), Vec<InvariantViolation>> {
-    let mut sums: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut sums: BTreeMap<&str, Option<i128>> = BTreeMap::new();
     let mut violations = Vec::new();
     for account in accounts {
-        let sum = sums.entry(&account.currency).or_default();
-        // Fewer than 2^64 accounts of at most 2^63 each: the i128 sum cannot overflow.
-        *sum = sum
-            .checked_add(i128::from(account.balance()))
-            .expect("i128 sum of i64 balances");
-        if !account.allow_overdraft && account.balance() < 0 {
+        if account.debits > AMOUNT_MAX || account.credits > AMOUNT_MAX {
+            violations.push(InvariantViolation::OutOfRange {
+                id: account.id.clone(),
+                debits: account.debits,
+                credits: account.credits,
+            });
+            // Its balance may not fit an i64; the sum is meaningless now.
+            sums.insert(&account.currency, None);
+            continue;
+        }
+        // Both totals are at most AMOUNT_MAX (checked above): `balance` cannot fail.
+        let balance = account.balance();
+        let sum = sums.entry(&account.currency).or_insert(Some(0));
+        *sum = sum.and_then(|sum| sum.checked_add(i128::from(balance)));
+        if !account.allow_overdraft && balance < 0 {
             violations.push(InvariantViolation::Negative {
                 id: account.id.clone(),
-                balance: account.balance(),
+                balance,
             });
         }
     }
     for (currency, sum) in sums {
-        if sum != 0 {
-            violations.push(InvariantViolation::NotConserved {
+        match sum {
+            Some(0) => {}
+            Some(sum) => violations.push(InvariantViolation::NotConserved {
                 currency: currency.to_string(),
                 sum,
+            }),
+            // Out of range (reported above) or an overflowing sum.
+            None => violations.push(InvariantViolation::SumOverflow {
+                currency: currency.to_string(),
+            }),
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
+    }
+}
+
+/// Checks that the stored currency totals are what the accounts add up to: per currency, the
+/// accounts' debits sum to the stored debits and their credits to the stored credits (a
+/// currency with no stored totals counts as zero). Checked arithmetic throughout.
+///
+/// # Errors
+/// The violations found, all of them.
+pub fn check_totals<'a>(
+    accounts: impl IntoIterator<Item = &'a Account>,
+    totals: &BTreeMap<String, CurrencyTotals>,
+) -> Result<(), Vec<InvariantViolation>> {
+    let mut sums: BTreeMap<&str, Option<(u128, u128)>> = BTreeMap::new();
+    for account in accounts {
+        let sum = sums.entry(&account.currency).or_insert(Some((0, 0)));
+        *sum = sum.and_then(|(debits, credits)| {
+            Some((
+                debits.checked_add(u128::from(account.debits))?,
+                credits.checked_add(u128::from(account.credits))?,
+            ))
+        });
+    }
+    let mut violations = Vec::new();
+    let currencies: std::collections::BTreeSet<&str> = sums
+        .keys()
+        .copied()
+        .chain(totals.keys().map(String::as_str))
+        .collect();
+    for currency in currencies {
+        let stored = totals.get(currency).copied().unwrap_or_default();
+        let Some((debits, credits)) = sums.get(currency).copied().unwrap_or(Some((0, 0))) else {
+            violations.push(InvariantViolation::SumOverflow {
+                currency: currency.to_string(),
+            });
+            continue;
+        };
+        if (debits, credits) != (stored.debits, stored.credits) {
+            violations.push(InvariantViolation::TotalsMismatch {
+                currency: currency.to_string(),
+                stored_debits: stored.debits,
+                stored_credits: stored.credits,
+                debits,
+                credits,
             });
         }
     }

@@ -343,6 +343,7 @@ proptest! {
             let before = ledger.clone();
             let result = one(&mut ledger, command.clone());
             check_accounts(ledger.accounts.values()).map_err(|v| TestCaseError::fail(format!("{v:?}")))?;
+            check_totals(ledger.accounts.values(), &ledger.totals).map_err(|v| TestCaseError::fail(format!("{v:?}")))?;
             for (currency, totals) in &ledger.totals {
                 prop_assert_eq!(totals.debits, totals.credits, "totals of {}", currency);
             }
@@ -400,4 +401,99 @@ fn same_outcome(first: &CommandResult, replay: &CommandResult) -> bool {
         (CommandResult::AccountIdConflict, CommandResult::AccountIdConflict) => true,
         _ => false,
     }
+}
+
+fn raw_account(id: &str, allow_overdraft: bool, debits: u64, credits: u64) -> Account {
+    Account {
+        id: id.into(),
+        currency: "CNY".into(),
+        allow_overdraft,
+        debits,
+        credits,
+    }
+}
+
+#[test]
+fn check_accounts_reports_totals_out_of_range_instead_of_panicking() {
+    // Goal: accounts no ledger could make (a crafted snapshot) are violations, never a panic or
+    // an overflow. Method: one account credited u64::MAX against one debited u64::MAX (their
+    // balances do not fit an i64), and one just over AMOUNT_MAX.
+    let crafted = [
+        raw_account("rich", false, 0, u64::MAX),
+        raw_account("poor", true, u64::MAX, 0),
+    ];
+    let violations = check_accounts(&crafted).expect_err("crafted totals must be refused");
+    assert!(
+        violations
+            .iter()
+            .any(|v| matches!(v, InvariantViolation::OutOfRange { id, .. } if id == "rich")),
+        "{violations:?}"
+    );
+    assert!(
+        violations
+            .iter()
+            .any(|v| matches!(v, InvariantViolation::SumOverflow { .. })),
+        "{violations:?}"
+    );
+    let just_over = [
+        raw_account("a", true, AMOUNT_MAX + 1, 0),
+        raw_account("b", false, 0, AMOUNT_MAX),
+    ];
+    assert!(check_accounts(&just_over).is_err());
+    // At the maximum itself the state is sound.
+    let at_max = [
+        raw_account("a", true, AMOUNT_MAX, 0),
+        raw_account("b", false, 0, AMOUNT_MAX),
+    ];
+    assert_eq!(check_accounts(&at_max), Ok(()));
+}
+
+#[test]
+fn check_totals_compares_the_stored_totals_with_the_accounts() {
+    // Goal: the stored currency totals must be what the accounts add up to. Method: a real
+    // ledger after transfers passes; the same with one stored total changed, a currency stored
+    // but without accounts, and crafted totals at the top of the range do not.
+    let mut ledger = MemLedger::default();
+    ledger.apply(&[
+        account("bank", "CNY", true),
+        account("alice", "CNY", false),
+        account("ed", "EUR", false),
+        transfer("t1", "bank", "alice", 250),
+        transfer("t2", "alice", "bank", 50),
+    ]);
+    assert_eq!(
+        check_totals(ledger.accounts.values(), &ledger.totals),
+        Ok(())
+    );
+
+    let mut wrong = ledger.totals.clone();
+    wrong.get_mut("CNY").expect("CNY totals").credits += 1;
+    let violations = check_totals(ledger.accounts.values(), &wrong).expect_err("changed total");
+    assert!(
+        matches!(&violations[..], [InvariantViolation::TotalsMismatch { currency, .. }] if currency == "CNY"),
+        "{violations:?}"
+    );
+
+    let mut extra = ledger.totals.clone();
+    extra.insert(
+        "USD".into(),
+        CurrencyTotals {
+            debits: 5,
+            credits: 5,
+        },
+    );
+    assert!(check_totals(ledger.accounts.values(), &extra).is_err());
+
+    let crafted = [
+        raw_account("a", true, u64::MAX, u64::MAX),
+        raw_account("b", true, u64::MAX, u64::MAX),
+    ];
+    let stored = BTreeMap::from([(
+        "CNY".to_string(),
+        CurrencyTotals {
+            debits: u128::MAX,
+            credits: u128::MAX,
+        },
+    )]);
+    assert!(check_totals(&crafted, &stored).is_err());
 }

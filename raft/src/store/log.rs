@@ -25,6 +25,9 @@ use crate::typ::{Entry, LogId, StorageError, TypeConfig, Vote};
 const FLUSH_QUEUE_MAX: usize = 4096;
 
 /// An append waiting for its entries to be durable.
+/// `unsafe-ack-before-flush` only: how long after the acknowledgement the fsync comes.
+const UNSAFE_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A flush to run, and the callback to complete after it (`None`: already acknowledged, in the
 /// `unsafe-ack-before-flush` negative control).
 struct FlushRequest(Option<LogFlushed<TypeConfig>>);
@@ -113,7 +116,8 @@ fn flusher_run(storage: &Storage, mut flush_rx: mpsc::Receiver<FlushRequest>) {
         while let Ok(next) = flush_rx.try_recv() {
             pending.push(next);
         }
-        let result = storage.sync_log();
+        let result = crate::fault::check(crate::fault::FaultPoint::LogSync)
+            .and_then(|()| storage.sync_log());
         if let Err(error) = &result {
             tracing::error!(%error, "log flush failed; the node cannot acknowledge writes");
         }
@@ -213,15 +217,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| logs_write_error(&e))?;
         if cfg!(feature = "unsafe-ack-before-flush") {
             // Negative control for the chaos suite ONLY: acknowledges entries written but not
-            // yet fsynced; the fsync follows as usual, too late. A SIGKILL cannot lose them
-            // (they are in the page cache); a power cut of every node in that window does, and
-            // the chaos negative control must catch it.
+            // yet fsynced; the fsync follows `UNSAFE_FLUSH_DELAY` later (a slow disk), too late.
+            // A SIGKILL cannot lose them (they are in the page cache); a power cut of every
+            // node in that window does, and the chaos negative control must catch it.
             callback.log_io_completed(Ok(()));
-            return self
-                .flush_tx
-                .send(FlushRequest(None))
-                .await
-                .map_err(|_| logs_write_error(&"log flusher stopped"));
+            let flush_tx = self.flush_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(UNSAFE_FLUSH_DELAY).await;
+                let _ = flush_tx.send(FlushRequest(None)).await;
+            });
+            return Ok(());
         }
         self.flush_tx
             .send(FlushRequest(Some(callback)))

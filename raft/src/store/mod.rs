@@ -23,6 +23,7 @@
 mod backup;
 mod log;
 mod reader;
+mod reserve;
 mod state_machine;
 pub mod wal;
 
@@ -36,7 +37,8 @@ use crate::typ::LogId;
 pub use backup::{Backup, BackupError, RESTORE_MARKER};
 pub use log::LogStore;
 pub use reader::{LedgerReader, ReadError, StateSummary};
-pub use state_machine::StateMachine;
+pub use reserve::{DiskReserve, ReserveLow};
+pub use state_machine::{snapshot_data_of, snapshot_verify, StateMachine};
 
 /// The node's write-ahead log and its state database.
 pub struct Storage {
