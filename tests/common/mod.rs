@@ -319,7 +319,6 @@ impl TestCluster {
     /// Node `id`'s data directory.
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node{id}"))
-
     }
 
     /// Lines of node `id`'s log that contain `needle`, without colour codes.
