@@ -262,6 +262,12 @@ impl Node {
         let rpc = RpcServer::new(raft.clone(), options.node_id, options.secret.clone(), heard);
         let stopping = Arc::new(AtomicBool::new(false));
         let (fault_tx, fault_rx) = watch::channel(None);
+        let fault_tx = Arc::new(fault_tx);
+        tokio::spawn(checkpoint_run(
+            Arc::clone(&storage),
+            Arc::clone(&fault_tx),
+            Arc::clone(&stopping),
+        ));
         // The fault watcher: ends once the Raft core has ended (reporting a fault unless
         // `shutdown` asked for it).
         tokio::spawn(fault_watch_run(
@@ -608,12 +614,61 @@ impl Node {
     }
 }
 
+/// How often the state database is made durable in the background (a state checkpoint). After a
+/// power cut a node replays its log from its last checkpoint: without these, that is from the
+/// last log purge, which under a heavy load took tens of seconds (measured: a median of 24 s
+/// before writes resumed after a power cut of every node, 525,000 transfers in 4 minutes).
+const STATE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The background checkpoint: every `STATE_CHECKPOINT_INTERVAL`, fsync the log and the state
+/// and record how far the state is durable (`Storage::sync`). A failure is a storage fault:
+/// the node stops like on any other (see `fault_watch_run`).
+async fn checkpoint_run(
+    storage: Arc<Storage>,
+    fault_tx: Arc<watch::Sender<Option<Fault>>>,
+    stopping: Arc<AtomicBool>,
+) {
+    if cfg!(feature = "unsafe-skip-fsync") {
+        // The power-loss negative control models a node whose writes never reach the disk:
+        // no background fsync either.
+        return;
+    }
+    let mut interval = tokio::time::interval(STATE_CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if stopping.load(Ordering::SeqCst) || fault_tx.borrow().is_some() {
+            return;
+        }
+        let storage = Arc::clone(&storage);
+        let result = tokio::task::spawn_blocking(move || storage.sync()).await;
+        let error = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => error.to_string(),
+            Err(join) => format!("state checkpoint task: {join}"),
+        };
+        tracing::debug!(%error, "state checkpoint failed");
+        fault_tx.send_if_modified(|fault| {
+            if fault.is_some() {
+                return false;
+            }
+            *fault = Some(Fault {
+                kind: FaultKind::Storage,
+                reason: format!("state checkpoint: {error}"),
+            });
+            true
+        });
+        return;
+    }
+}
+
 /// The fault watcher: follows openraft's metrics until the Raft core has ended, then records
 /// why (unless `stopping` says it was asked to stop). openraft sets `running_state` to the
 /// fatal error as the core's last word, before it drops the metrics sender.
 async fn fault_watch_run(
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
-    fault_tx: watch::Sender<Option<Fault>>,
+    fault_tx: Arc<watch::Sender<Option<Fault>>>,
     stopping: Arc<AtomicBool>,
 ) {
     let fatal = loop {

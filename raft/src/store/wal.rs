@@ -717,10 +717,10 @@ impl Wal {
     /// # Errors
     /// On an I/O error.
     pub fn purge(&self, log_id: LogId, state_durable: Option<LogId>) -> Result<(), WalError> {
-        let mut meta = self.meta();
-        meta.last_purged = meta.last_purged.max(Some(log_id));
-        meta.state_durable = meta.state_durable.max(state_durable);
-        self.meta_write(&meta)?;
+        self.meta_update(|meta| {
+            meta.last_purged = meta.last_purged.max(Some(log_id));
+            meta.state_durable = meta.state_durable.max(state_durable);
+        })?;
         let mut inner = self.inner();
         while let Some(segment) = inner.segments.first() {
             let wholly_purged = segment
@@ -746,9 +746,7 @@ impl Wal {
     /// # Errors
     /// On an I/O error.
     pub fn vote_save(&self, vote: &Vote) -> Result<(), WalError> {
-        let mut meta = self.meta();
-        meta.vote = Some(*vote);
-        self.meta_write(&meta)
+        self.meta_update(|meta| meta.vote = Some(*vote))
     }
 
     /// Records, durably, that the state database holds everything applied up to `log_id`.
@@ -756,15 +754,26 @@ impl Wal {
     /// # Errors
     /// On an I/O error.
     pub fn state_durable_save(&self, log_id: Option<LogId>) -> Result<(), WalError> {
-        let mut meta = self.meta();
-        meta.state_durable = meta.state_durable.max(log_id);
-        self.meta_write(&meta)
+        self.meta_update(|meta| meta.state_durable = meta.state_durable.max(log_id))
     }
 
     /// Replaces `meta` durably: a temp file, fsynced, renamed over it, directory fsynced. The
     /// in-memory copy changes only once that is done.
-    fn meta_write(&self, meta: &WalMeta) -> Result<(), WalError> {
+    /// Changes the meta file: read, change and write under one lock, so that concurrent
+    /// updates (a vote from the Raft core, a checkpoint from the state machine or the
+    /// background checkpoint) never write back each other's old fields. Writes nothing when
+    /// the change changes nothing.
+    fn meta_update(&self, change: impl FnOnce(&mut WalMeta)) -> Result<(), WalError> {
         let mut current = self.meta_lock();
+        let mut meta = current.clone();
+        change(&mut meta);
+        if meta == *current {
+            return Ok(());
+        }
+        self.meta_write_locked(&mut current, &meta)
+    }
+
+    fn meta_write_locked(&self, current: &mut WalMeta, meta: &WalMeta) -> Result<(), WalError> {
         if let Some(failure) = &self.inner().failed {
             return Err(WalError::Failed(failure.clone()));
         }
