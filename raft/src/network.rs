@@ -508,7 +508,7 @@ mod tests {
             election_timeout_max: Duration::from_millis(300),
             snapshot_logs_since_last: 10_000,
             logs_kept_behind_snapshot: 100,
-            write_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
             disk_reserve_bytes: 0,
         };
         Node::start(options).await.expect("start node")

@@ -149,6 +149,14 @@ pub struct Wal {
     dir_file: File,
     inner: Mutex<Inner>,
     meta: Mutex<WalMeta>,
+    /// Held through a whole `sync`: a second caller (the log flusher while a state checkpoint
+    /// syncs) must not find the list of unsynced files empty and return while the first
+    /// caller's fdatasync of those files is still under way: it would acknowledge entries
+    /// that are not yet on the disk.
+    sync_gate: Mutex<()>,
+    /// Called by `sync` after it has taken the list of files to sync (tests pause it there).
+    #[cfg(test)]
+    pub(crate) sync_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 fn crc(bytes: &[u8]) -> u32 {
@@ -362,6 +370,9 @@ impl Wal {
                 failed: None,
             }),
             meta: Mutex::new(meta),
+            sync_gate: Mutex::new(()),
+            #[cfg(test)]
+            sync_hook: Mutex::new(None),
         };
         // Whatever recovery cut or removed is made durable before anything new is written.
         full_sync(&wal.dir_file).map_err(|e| WalError::io(dir, e))?;
@@ -563,6 +574,10 @@ impl Wal {
     /// # Errors
     /// On an I/O error; the log then refuses every further write and sync.
     pub fn sync(&self) -> Result<(), WalError> {
+        let _gate = self
+            .sync_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let (unsynced, dir_unsynced) = {
             let mut inner = self.inner();
             if let Some(failure) = &inner.failed {
@@ -571,6 +586,18 @@ impl Wal {
             let dir_unsynced = std::mem::take(&mut inner.dir_unsynced);
             (std::mem::take(&mut inner.unsynced), dir_unsynced)
         };
+        #[cfg(test)]
+        {
+            // Not called under the hook's lock: a paused sync must not hold up another one.
+            let hook = self
+                .sync_hook
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         let result = (|| -> Result<(), WalError> {
             for (path, file) in &unsynced {
                 data_sync(file).map_err(|e| WalError::io(path, e))?;

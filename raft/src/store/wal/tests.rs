@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
 
 use openraft::{CommittedLeaderId, EntryPayload};
 
@@ -274,4 +275,58 @@ fn large_entries_round_trip() {
     drop(wal);
     let wal = Wal::open(dir.path()).expect("reopen");
     assert_eq!(wal.read(0, 1).expect("read"), [big]);
+}
+
+#[test]
+fn a_sync_does_not_return_while_another_sync_of_the_same_appends_is_under_way() {
+    // Goal: the log flusher's sync (which acknowledges) cannot return before the files it
+    // covers are durable, even when a state checkpoint took them off the unsynced list a moment
+    // earlier and is still fsyncing them. Method: a first sync pauses in the hook right after
+    // taking the list; a second sync, started then, must still be waiting while the first is
+    // paused, and return once it is released.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wal = std::sync::Arc::new(Wal::open(dir.path()).expect("open"));
+    wal.append(entries(0..5)).expect("append");
+    let (paused_tx, paused_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let paused_tx = std::sync::Mutex::new(paused_tx);
+    let first_call = std::sync::atomic::AtomicBool::new(true);
+    *wal.sync_hook.lock().expect("hook") = Some(std::sync::Arc::new(move || {
+        // Only the first sync pauses.
+        if !first_call.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let _ = paused_tx.lock().expect("paused").send(());
+        let _ = release_rx
+            .lock()
+            .expect("release")
+            .recv_timeout(Duration::from_secs(30));
+    }));
+    let first = {
+        let wal = std::sync::Arc::clone(&wal);
+        std::thread::spawn(move || wal.sync())
+    };
+    paused_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the first sync took the list and paused");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let second = {
+        let wal = std::sync::Arc::clone(&wal);
+        std::thread::spawn(move || {
+            let result = wal.sync();
+            let _ = done_tx.send(());
+            result
+        })
+    };
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the second sync returned while the first was still syncing the appended segment"
+    );
+    release_tx.send(()).expect("release the first sync");
+    first.join().expect("first thread").expect("first sync");
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the second sync returned after the first");
+    second.join().expect("second thread").expect("second sync");
 }
