@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use raftpay_raft::store::Backup;
 
 use crate::cli::ClientOpts;
-use crate::client::node_base_url;
 use crate::config::Config;
+use raftpay_client::node_base_url;
 
 /// A backup builds a snapshot first; on a large ledger that takes a while.
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(300);

@@ -39,8 +39,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cli::ClientOpts;
-use crate::client::{BatchItem, Client, ClientError, Consistency, NewAccount, NewTransfer};
 use crate::plot;
+use raftpay_client::{BatchItem, Client, ClientError, Consistency, NewAccount, NewTransfer};
 use stats::{
     kill_windows, latency_histogram, latency_record, per_second, FailoverSummary, KillTimes,
     KillWindow, LatencySummary, RequestEvent, SecondStats,
@@ -150,11 +150,9 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_currency(text: &str) -> Result<String, String> {
-    if text.len() == 3 && text.bytes().all(|byte| byte.is_ascii_uppercase()) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!("{text:?} is not three upper-case letters"))
-    }
+    raftpay_api::rules::currency_check(text)
+        .map(|()| text.to_owned())
+        .map_err(|error| format!("{text:?}: {error}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -978,7 +976,7 @@ async fn conservation_check(
     (requests_resent, requests_unresolved): (u64, u64),
 ) -> Conservation {
     let ids = std::iter::once(&plan.treasury).chain(plan.accounts.iter());
-    let reads: Vec<(usize, Result<crate::client::Account, ClientError>)> =
+    let reads: Vec<(usize, Result<raftpay_client::Account, ClientError>)> =
         stream::iter(ids.enumerate())
             .map(|(index, id)| async move { (index, client.get_account(id, consistency).await) })
             .buffer_unordered(SETUP_REQUESTS_IN_FLIGHT)

@@ -1,6 +1,6 @@
 //! The client subcommands of the `raftpay` binary (`account`, `transfer`, `transfer-status`,
 //! `history`, `cluster`): their clap definitions and the runner that turns them into API calls
-//! through [`crate::client::Client`] and prints the outcome.
+//! through [`raftpay_client::Client`] and prints the outcome.
 //!
 //! Owns: argument parsing and validation at the user's edge (amounts are whole minor units),
 //! human and `--json` output, and exit codes: 0 success, 1 a definite API error, 3 no definite
@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 
-use crate::client::{
+use raftpay_client::{
     Account, ApiRequest, Client, ClientError, ClusterStatus, Consistency, NewAccount, NewTransfer,
     Reply, Transfer, TransferPage,
 };
@@ -23,7 +23,7 @@ pub const EXIT_API_ERROR: u8 = 1;
 /// Exit code when no node gave a definite answer before the retry deadline.
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// Largest amount the contract accepts (2^63 - 1 minor units).
-use raftpay_raft::ledger::AMOUNT_MAX;
+use raftpay_api::rules::AMOUNT_MAX;
 /// `history --all` stops after this many pages, so a misbehaving server cannot loop it forever.
 const HISTORY_PAGES_MAX: usize = 100_000;
 
@@ -201,13 +201,9 @@ fn parse_amount(text: &str) -> Result<u64, String> {
 }
 
 fn parse_currency(text: &str) -> Result<String, String> {
-    if text.len() == 3 && text.bytes().all(|byte| byte.is_ascii_uppercase()) {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "{text:?} is not a currency code: three upper-case letters, e.g. CNY"
-        ))
-    }
+    raftpay_api::rules::currency_check(text)
+        .map(|()| text.to_owned())
+        .map_err(|error| format!("{text:?}: {error}"))
 }
 
 /// Runs one client subcommand and prints its outcome.
@@ -838,7 +834,7 @@ mod tests {
             term: 3,
             last_log_index: 9,
             last_applied: 9,
-            members: vec![crate::client::Member {
+            members: vec![raftpay_client::Member {
                 id: 2,
                 http_addr: "127.0.0.1:7002".into(),
                 role: "voter".into(),

@@ -7,7 +7,6 @@ pub mod backup;
 pub mod bench;
 pub mod chaos;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod metrics;

@@ -624,12 +624,12 @@ async fn answers_name_the_leader_and_the_client_moves_there() {
     assert!(health.headers().get("x-raftpay-leader").is_none());
 
     let nodes = [cluster.addr(follower), cluster.addr(leader)];
-    let following = raftpay::client::Client::new(&nodes, None).expect("client");
+    let following = raftpay_client::Client::new(&nodes, None).expect("client");
     let staying = following.with_node_first(0).with_follow_leader(false);
     assert_eq!(following.node_preferred(), format!("http://{}", nodes[0]));
     for (client, id) in [(&following, "follows"), (&staying, "stays")] {
         client
-            .transfer(&raftpay::client::NewTransfer {
+            .transfer(&raftpay_client::NewTransfer {
                 id: id.into(),
                 from: "bank".into(),
                 to: "alice".into(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{account_body, TestCluster, Timing};
-use raftpay::client::{Consistency, NewTransfer};
+use raftpay_client::{Consistency, NewTransfer};
 use serde_json::Value;
 
 const ACCOUNTS: usize = 5;
@@ -43,7 +43,7 @@ fn backup_to(cluster: &TestCluster, node: u64, out: &Path) -> Value {
 /// Every account's (balance, history ids) on `node`, read locally.
 async fn ledger_of(cluster: &TestCluster, node: u64) -> Vec<(i64, Vec<(u64, String)>)> {
     let client =
-        raftpay::client::Client::new(&[cluster.addr(node)], cluster.api_token.as_deref()).unwrap();
+        raftpay_client::Client::new(&[cluster.addr(node)], cluster.api_token.as_deref()).unwrap();
     let mut out = Vec::new();
     for id in std::iter::once("bank".to_string()).chain((0..ACCOUNTS).map(|i| format!("acct-{i}")))
     {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{account_body, transfer_body, TestCluster, Timing};
-use raftpay::client::NewTransfer;
+use raftpay_client::NewTransfer;
 use reqwest::Method;
 use serde_json::json;
 
@@ -344,18 +344,18 @@ async fn a_dead_node_is_replaced_while_payments_flow() {
         acked.len() as u64,
         "every posted transfer was acknowledged once"
     );
-    let node4 = raftpay::client::Client::new(&[cluster.addr(4)], None).unwrap();
+    let node4 = raftpay_client::Client::new(&[cluster.addr(4)], None).unwrap();
     let mut total = 0;
     for (id, amount) in &acked {
         let transfer = node4
-            .get_transfer(id, raftpay::client::Consistency::Local)
+            .get_transfer(id, raftpay_client::Consistency::Local)
             .await
             .unwrap_or_else(|e| panic!("node 4 lacks {id}: {e:?}"));
         assert_eq!(transfer.amount, *amount);
         total += amount;
     }
     let alice = node4
-        .get_account("alice", raftpay::client::Consistency::Local)
+        .get_account("alice", raftpay_client::Consistency::Local)
         .await
         .unwrap();
     assert_eq!(alice.balance, i64::try_from(total).unwrap());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{account_body, TestCluster, Timing};
-use raftpay::client::NewTransfer;
+use raftpay_client::NewTransfer;
 use serde_json::{json, Value};
 
 /// How long a node that refuses to start may take to exit.

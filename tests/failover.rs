@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{account_body, TestCluster};
-use raftpay::client::{ClientError, Consistency, NewTransfer};
+use raftpay_client::{ClientError, Consistency, NewTransfer};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -102,7 +102,7 @@ async fn verify(cluster: &TestCluster, history: &History) {
     );
     let client = cluster.client();
     for node in cluster.running() {
-        let node_client = raftpay::client::Client::new(&[cluster.addr(node)], None).unwrap();
+        let node_client = raftpay_client::Client::new(&[cluster.addr(node)], None).unwrap();
         for (id, (seq, amount)) in &history.acked {
             let transfer = node_client
                 .get_transfer(id, Consistency::Local)

@@ -16,11 +16,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use reqwest::header::CONTENT_TYPE;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::client::{ApiRequest, Reply};
+use raftpay_client::{ApiRequest, Client, Delivery, Method, Reply, Transport};
 
 /// Number of nodes in a chaos cluster.
 pub const NODES: u64 = 3;
@@ -31,9 +30,6 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 100);
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between polls while waiting for a condition.
 const POLL_PAUSE: Duration = Duration::from_millis(50);
-/// First pause after a whole round of nodes failed; doubles up to `BACKOFF_MAX`.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_millis(400);
 
 /// Raft timing of the chaos nodes (the shipped defaults).
 pub const HEARTBEAT_MS: u64 = 50;
@@ -46,12 +42,13 @@ pub fn node_ip(id: u64) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
 
-/// HTTP access to the nodes: one pooled client bound to `CLIENT_IP`, and the retry rule.
+/// HTTP access to the nodes: the project's one client (its transport and its retry loop), bound
+/// to `CLIENT_IP`, addressed by node id.
 #[derive(Debug, Clone)]
 pub struct Api {
-    http: reqwest::Client,
-    /// `(node id, base URL)`, by id.
-    nodes: Vec<(u64, String)>,
+    client: Client,
+    /// The node id of each of the client's nodes, in the same order.
+    ids: Vec<u64>,
 }
 
 /// A definite (2xx/4xx) answer, from which node, after how many sends.
@@ -72,24 +69,28 @@ pub struct NoAnswer {
 
 impl Api {
     /// # Errors
-    /// When the HTTP client cannot be built.
+    /// When the node list is empty or the HTTP client cannot be built.
     pub fn new(nodes: Vec<(u64, String)>) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .local_address(IpAddr::V4(CLIENT_IP))
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("HTTP client")?;
-        Ok(Api { http, nodes })
+        let urls: Vec<&str> = nodes.iter().map(|(_, url)| url.as_str()).collect();
+        let transport = Transport {
+            local_address: Some(IpAddr::V4(CLIENT_IP)),
+            connect_timeout: Some(Duration::from_millis(500)),
+        };
+        // The workload picks the node of every operation itself: no moving to the leader.
+        let client = Client::with_transport(&urls, None, &transport)
+            .context("HTTP client")?
+            .with_follow_leader(false);
+        Ok(Api {
+            client,
+            ids: nodes.iter().map(|(id, _)| *id).collect(),
+        })
     }
 
     pub fn node_ids(&self) -> Vec<u64> {
-        self.nodes.iter().map(|(id, _)| *id).collect()
+        self.ids.clone()
     }
 
-    /// One send to one node: the status and body, or why there was none.
+    /// One send to one node: the status and body (whatever the status), or why there was none.
     ///
     /// # Errors
     /// A description of the transport failure (connect, timeout, reset).
@@ -99,28 +100,18 @@ impl Api {
         request: &ApiRequest,
         timeout: Duration,
     ) -> Result<Reply, String> {
-        let Some((_, base)) = self.nodes.iter().find(|(id, _)| *id == node) else {
+        let Some(index) = self.ids.iter().position(|id| *id == node) else {
             return Err(format!("no node {node}"));
         };
-        let url = format!("{base}{}", request.path);
-        let mut builder = self
-            .http
-            .request(request.method.clone(), &url)
-            .timeout(timeout);
-        if let Some(body) = &request.body {
-            builder = builder
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
-        let response = builder.send().await.map_err(|e| e.to_string())?;
-        let status = response.status().as_u16();
-        let body = response.text().await.map_err(|e| e.to_string())?;
-        Ok(Reply { status, body })
+        self.client
+            .send_once(index, request, timeout)
+            .await
+            .map_err(|error| error.to_string())
     }
 
     /// Sends the same request until some node gives a definite answer (2xx or 4xx): first to
-    /// the node at `start` (an index into the node list), then to the next ones round-robin,
-    /// pausing with backoff after each whole round; gives up at `deadline`. A timeout, a
+    /// the node at `start` (an index into the node list), then to the next ones round-robin
+    /// (the client's retry loop, `Client::deliver`); gives up at `deadline`. A timeout, a
     /// connection error, a 503 or any other 5xx says nothing about the outcome, so the same
     /// request (same id) goes to another node.
     ///
@@ -133,43 +124,24 @@ impl Api {
         attempt_timeout: Duration,
         deadline: Instant,
     ) -> Result<Answered, NoAnswer> {
-        let n_nodes = self.nodes.len();
-        let mut backoff = BACKOFF_MIN;
-        let mut attempts = 0u32;
-        let mut node = self.nodes.get(start % n_nodes.max(1)).map_or(0, |n| n.0);
-        let mut last = String::from("no attempt fit before the deadline");
-        for attempt in 0usize.. {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() || n_nodes == 0 {
-                break;
-            }
-            node = self.nodes[(start + attempt) % n_nodes].0;
-            attempts += 1;
-            match self
-                .once(node, request, attempt_timeout.min(remaining))
-                .await
-            {
-                Ok(reply) if reply.status < 500 && reply.status >= 200 => {
-                    return Ok(Answered {
-                        reply,
-                        node,
-                        attempts,
-                    });
-                }
-                Ok(reply) => last = format!("node {node}: HTTP {}", reply.status),
-                Err(error) => last = format!("node {node}: {error}"),
-            }
-            tracing::debug!(node, attempt, %last, path = %request.path, "no definite answer; trying another node");
-            if (attempt + 1) % n_nodes == 0 {
-                tokio::time::sleep_until(deadline.min(Instant::now() + backoff)).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
+        let delivery = Delivery {
+            node_first: start,
+            attempt_timeout,
+            deadline,
+        };
+        let node_of = |index: usize| self.ids.get(index).copied().unwrap_or(0);
+        match self.client.deliver(request, delivery).await {
+            Ok(delivered) => Ok(Answered {
+                reply: delivered.reply,
+                node: node_of(delivered.node_index),
+                attempts: delivered.attempts,
+            }),
+            Err(undelivered) => Err(NoAnswer {
+                node: node_of(undelivered.node_index),
+                attempts: undelivered.attempts,
+                last: undelivered.error.to_string(),
+            }),
         }
-        Err(NoAnswer {
-            node,
-            attempts,
-            last,
-        })
     }
 
     /// `GET /v1/cluster` of one node, or `None` when it does not answer in time.
@@ -641,7 +613,7 @@ impl Cluster {
     pub async fn health_wait(&self, id: u64, within: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + within;
         let request = ApiRequest {
-            method: reqwest::Method::GET,
+            method: Method::Get,
             path: "/health".into(),
             body: None,
         };

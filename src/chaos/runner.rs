@@ -31,7 +31,7 @@ use super::history::{FaultKind, History};
 use super::nemesis::{self, Schedule};
 use super::report::{self, RunFacts};
 use super::workload::{self, Recorder, WorkloadConfig};
-use crate::client::{Account, ApiRequest, Consistency, Transfer, TransferPage};
+use raftpay_client::{Account, ApiRequest, Consistency, Transfer, TransferPage};
 
 /// The cluster may take this long to elect its first leader.
 const FIRST_LEADER_DEADLINE: Duration = Duration::from_secs(30);

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::cluster::Api;
 use super::history::{AccountSpec, Op, OpRequest, Outcome, PROBE_CLIENT};
-use crate::client::{
+use raftpay_client::{
     ApiErrorBody, ApiRequest, BatchItem, BatchResult, Consistency, NewAccount, NewTransfer,
     Transfer,
 };
@@ -349,7 +349,7 @@ pub async fn op_perform(
     }
 }
 
-fn outcome_of(request: &OpRequest, reply: &crate::client::Reply) -> Outcome {
+fn outcome_of(request: &OpRequest, reply: &raftpay_client::Reply) -> Outcome {
     if !reply.is_success() {
         let code = match serde_json::from_str::<serde_json::Value>(&reply.body) {
             Ok(body) => serde_json::from_value::<ApiErrorBody>(body["error"].clone())
@@ -366,16 +366,17 @@ fn outcome_of(request: &OpRequest, reply: &crate::client::Reply) -> Outcome {
                 Outcome::Unknown
             }
         },
-        OpRequest::Read { .. } => match serde_json::from_str::<crate::client::Account>(&reply.body)
-        {
-            Ok(account) => Outcome::Value {
-                balance: account.balance,
-            },
-            Err(error) => {
-                tracing::warn!(%error, "undecodable account answer; read recorded as unknown");
-                Outcome::Unknown
+        OpRequest::Read { .. } => {
+            match serde_json::from_str::<raftpay_client::Account>(&reply.body) {
+                Ok(account) => Outcome::Value {
+                    balance: account.balance,
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "undecodable account answer; read recorded as unknown");
+                    Outcome::Unknown
+                }
             }
-        },
+        }
     }
 }
 

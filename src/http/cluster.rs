@@ -11,7 +11,6 @@ use axum::Json;
 use openraft::ServerState;
 use raftpay_raft::network::{RpcRefused, HEADER_SECRET, HEADER_TARGET};
 use raftpay_raft::node::{Fault, MembershipError};
-use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -19,18 +18,7 @@ use super::forward::{self, Forward};
 use super::ledger::ReadQuery;
 use super::{ApiError, App, RawRequest};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LearnerAdd {
-    id: u64,
-    http_addr: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VotersSet {
-    ids: Vec<u64>,
-}
+use raftpay_api::{NewLearner as LearnerAdd, Voters as VotersSet};
 
 /// This node's view of the cluster (the contract's fields, then our additions).
 pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
@@ -173,15 +161,15 @@ pub async fn backup(State(app): State<App>) -> Result<Response, ApiError> {
     let headers = [
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
         (
-            header::HeaderName::from_static("x-raftpay-backup-index"),
+            header::HeaderName::from_static(raftpay_api::headers::BACKUP_INDEX),
             applied.to_string(),
         ),
         (
-            header::HeaderName::from_static("x-raftpay-backup-seq"),
+            header::HeaderName::from_static(raftpay_api::headers::BACKUP_SEQ),
             backup.seq_last.to_string(),
         ),
         (
-            header::HeaderName::from_static("x-raftpay-backup-state-hash"),
+            header::HeaderName::from_static(raftpay_api::headers::BACKUP_STATE_HASH),
             backup.state_hash.clone(),
         ),
     ];

@@ -3,6 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use raftpay_api::{codes, headers};
 use raftpay_raft::ledger::{Rejection, RejectionCode};
 use serde_json::json;
 
@@ -48,21 +49,26 @@ pub enum ApiError {
 impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::AccountNotFound(_) => (StatusCode::NOT_FOUND, "account_not_found"),
-            ApiError::TransferNotFound(_) => (StatusCode::NOT_FOUND, "transfer_not_found"),
-            ApiError::NotFound | ApiError::NodeNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::IdConflict(_) => (StatusCode::CONFLICT, "id_conflict"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED),
+            ApiError::AccountNotFound(_) => (StatusCode::NOT_FOUND, codes::ACCOUNT_NOT_FOUND),
+            ApiError::TransferNotFound(_) => (StatusCode::NOT_FOUND, codes::TRANSFER_NOT_FOUND),
+            ApiError::NotFound | ApiError::NodeNotFound(_) => {
+                (StatusCode::NOT_FOUND, codes::NOT_FOUND)
+            }
+            ApiError::IdConflict(_) => (StatusCode::CONFLICT, codes::ID_CONFLICT),
+            ApiError::PayloadTooLarge(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE)
+            }
             ApiError::Rejected(rejection) => {
                 (rejection_status(rejection.code), rejection.code.as_str())
             }
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::InsufficientStorage(_) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
-            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            ApiError::InsufficientStorage(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                codes::INSUFFICIENT_STORAGE,
+            ),
         }
     }
 
@@ -107,9 +113,10 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            response
-                .headers_mut()
-                .insert("retry-after-ms", HeaderValue::from(RETRY_AFTER_MILLIS));
+            response.headers_mut().insert(
+                headers::RETRY_AFTER_MS,
+                HeaderValue::from(RETRY_AFTER_MILLIS),
+            );
         }
         response
     }

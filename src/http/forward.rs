@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::{ApiError, App, RawRequest};
 
 /// Header counting how often a request was forwarded.
-pub const HEADER_HOPS: &str = "x-raftpay-hops";
+pub use raftpay_api::headers::HOPS as HEADER_HOPS;
 /// A request is forwarded at most this often (a leader change in flight can cost one extra hop).
 pub const HOPS_MAX: u32 = 2;
 
@@ -129,7 +129,10 @@ async fn send(
     })?;
     let status = answer.status();
     let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
-    let retry_after_ms = answer.headers().get("retry-after-ms").cloned();
+    let retry_after_ms = answer
+        .headers()
+        .get(raftpay_api::headers::RETRY_AFTER_MS)
+        .cloned();
     let body = answer.bytes().await.map_err(|error| {
         SendError::Api(ApiError::Unavailable(format!(
             "leader {leader_id} answer cut off ({error}); the outcome is unknown: retry with the same id"
@@ -145,7 +148,7 @@ async fn send(
         headers.insert(header::RETRY_AFTER, value);
     }
     if let Some(value) = retry_after_ms {
-        headers.insert("retry-after-ms", value);
+        headers.insert(raftpay_api::headers::RETRY_AFTER_MS, value);
     }
     Ok(response)
 }

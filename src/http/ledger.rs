@@ -6,60 +6,32 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use raftpay_api::rules::{HISTORY_PAGE_DEFAULT, HISTORY_PAGE_MAX};
+use raftpay_api::{self as api, NewAccount, NewBatch, NewTransfer};
 use raftpay_raft::ledger::{
     validate_batch, validate_command, validate_id, Account, AccountSpec, Command, CommandResult,
     Transfer, TransferResult, TransferSpec,
 };
 use raftpay_raft::node::WriteError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::forward::{self, Forward};
 use super::{ApiError, App, RawRequest};
 
-/// History pages hold at most this many transfers.
-pub const HISTORY_PAGE_MAX: usize = 1000;
-const HISTORY_PAGE_DEFAULT: usize = 100;
+/// `POST /v1/transfers/batch` as the server reads it: the items as JSON values, parsed one by
+/// one so that an error names its index.
+type BatchCreate = NewBatch<serde_json::Value>;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AccountCreate {
-    id: String,
-    currency: String,
-    #[serde(default)]
-    allow_overdraft: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferCreate {
-    id: String,
-    from: String,
-    to: String,
-    amount: u64,
-    #[serde(default)]
-    memo: Option<String>,
-}
-
-impl From<TransferCreate> for TransferSpec {
-    fn from(t: TransferCreate) -> Self {
-        TransferSpec {
-            id: t.id,
-            from: t.from,
-            to: t.to,
-            amount: t.amount,
-            memo: t.memo,
-        }
+fn transfer_spec(transfer: NewTransfer) -> TransferSpec {
+    TransferSpec {
+        id: transfer.id,
+        from: transfer.from,
+        to: transfer.to,
+        amount: transfer.amount,
+        memo: transfer.memo,
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchCreate {
-    transfers: Vec<serde_json::Value>,
-    #[serde(default)]
-    atomic: bool,
 }
 
 #[derive(Deserialize)]
@@ -77,20 +49,10 @@ pub struct HistoryQuery {
 }
 
 /// The contract's account object.
-#[derive(Serialize)]
-struct AccountView<'a> {
-    id: &'a str,
-    currency: &'a str,
-    allow_overdraft: bool,
-    debits: u64,
-    credits: u64,
-    balance: i64,
-}
-
 fn account_json(account: &Account) -> serde_json::Value {
-    json!(AccountView {
-        id: &account.id,
-        currency: &account.currency,
+    json!(api::Account {
+        id: account.id.clone(),
+        currency: account.currency.clone(),
         allow_overdraft: account.allow_overdraft,
         debits: account.debits,
         credits: account.credits,
@@ -99,26 +61,14 @@ fn account_json(account: &Account) -> serde_json::Value {
 }
 
 /// The contract's transfer object (`memo` only when there is one).
-#[derive(Serialize)]
-struct TransferView<'a> {
-    id: &'a str,
-    from: &'a str,
-    to: &'a str,
-    amount: u64,
-    currency: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memo: Option<&'a str>,
-    seq: u64,
-}
-
 fn transfer_json(transfer: &Transfer) -> serde_json::Value {
-    json!(TransferView {
-        id: &transfer.id,
-        from: &transfer.from,
-        to: &transfer.to,
+    json!(api::Transfer {
+        id: transfer.id.clone(),
+        from: transfer.from.clone(),
+        to: transfer.to.clone(),
         amount: transfer.amount,
-        currency: &transfer.currency,
-        memo: transfer.memo.as_deref(),
+        currency: transfer.currency.clone(),
+        memo: transfer.memo.clone(),
         seq: transfer.seq,
     })
 }
@@ -255,7 +205,7 @@ pub async fn account_create(
     State(app): State<App>,
     request: RawRequest,
 ) -> Result<Response, ApiError> {
-    let body: AccountCreate = request.json()?;
+    let body: NewAccount = request.json()?;
     tracing::Span::current().record("account_id", body.id.as_str());
     let spec = AccountSpec {
         id: body.id,
@@ -374,7 +324,7 @@ pub async fn transfer_create(
     State(app): State<App>,
     request: RawRequest,
 ) -> Result<Response, ApiError> {
-    let spec: TransferSpec = request.json::<TransferCreate>()?.into();
+    let spec = transfer_spec(request.json::<NewTransfer>()?);
     tracing::Span::current().record("transfer_id", spec.id.as_str());
     let id = spec.id.clone();
     match write(&app, &request, Command::Transfer(spec)).await? {
@@ -390,9 +340,9 @@ pub async fn transfer_create(
 fn batch_parse(body: BatchCreate) -> Result<(Vec<TransferSpec>, bool), ApiError> {
     let mut transfers = Vec::with_capacity(body.transfers.len());
     for (index, item) in body.transfers.into_iter().enumerate() {
-        let spec: TransferCreate = serde_json::from_value(item)
+        let spec: NewTransfer = serde_json::from_value(item)
             .map_err(|error| ApiError::InvalidRequest(format!("transfers[{index}]: {error}")))?;
-        transfers.push(spec.into());
+        transfers.push(transfer_spec(spec));
     }
     validate_batch(&transfers).map_err(|e| ApiError::InvalidRequest(e.0))?;
     Ok((transfers, body.atomic))

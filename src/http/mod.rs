@@ -1,4 +1,4 @@
-//! The HTTP API of `../shared/API.md`, served by every node: the router, its limits and
+//! The HTTP API of `docs/api.md`, served by every node: the router, its limits and
 //! middleware (auth, metrics, tracing), the request extractor, and forwarding to the leader.
 //! Handlers live in `ledger` (accounts, transfers) and `cluster` (membership, health, metrics).
 //! Only this module knows HTTP; it maps errors to the contract in `error` alone.
@@ -192,7 +192,7 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
 
 /// Response header on `/v1/` answers: the leader's HTTP address (`host:port`) as the answering
 /// node knows it; absent while it knows none.
-pub const HEADER_LEADER: &str = "x-raftpay-leader";
+pub use raftpay_api::headers::LEADER as HEADER_LEADER;
 
 /// A request as it arrived: what forwarding needs, and the body to parse.
 pub struct RawRequest {

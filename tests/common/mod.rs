@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use raftpay_client::{ApiRequest, Delivery, Method};
 use serde_json::{json, Value};
 
 /// How long a cluster may take to elect its first leader.
@@ -493,8 +494,8 @@ impl TestCluster {
     }
 
     /// A retrying API client over every node.
-    pub fn client(&self) -> raftpay::client::Client {
-        raftpay::client::Client::new(&self.addrs(), self.api_token.as_deref()).expect("client")
+    pub fn client(&self) -> raftpay_client::Client {
+        raftpay_client::Client::new(&self.addrs(), self.api_token.as_deref()).expect("client")
     }
 }
 
@@ -573,9 +574,6 @@ where
 pub const LOAD_DEFINITE_DEADLINE: Duration = Duration::from_secs(30);
 /// Timeout of one attempt of a load transfer against one node.
 const LOAD_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pause after a whole round of nodes gave no definite answer; doubles up to the max.
-const LOAD_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const LOAD_BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// What a background transfer load does: `writers` tasks, each posting one transfer after the
 /// other from `{prefix}-bank` (overdraft allowed) to its own `{prefix}-to-{writer}`, until
@@ -666,7 +664,7 @@ impl LoadReport {
             let client = client.clone();
             async move {
                 let path = format!("/v1/transfers/{}", outcome.id);
-                let read = client.raw(reqwest::Method::GET, &path, None).await;
+                let read = client.raw(Method::Get, &path, None).await;
                 let (status, body) = read.unwrap_or_else(|e| panic!("GET {path}: {e}"));
                 let expected_status = if outcome.is_posted() {
                     200
@@ -693,12 +691,22 @@ impl LoadReport {
     }
 }
 
+/// Responses to the load's `POST /v1/transfers` attempts, by (node, status), and attempts that
+/// got no response at all, by node: what the client's observer saw.
+#[derive(Debug, Default)]
+struct LoadCounts {
+    answered: BTreeMap<(u64, u16), u64>,
+    unanswered: BTreeMap<u64, u64>,
+}
+
 /// State shared by a load's writers.
 struct LoadShared {
     spec: LoadSpec,
-    nodes: Vec<(u64, String)>,
-    http: reqwest::Client,
-    api_token: Option<String>,
+    /// Over the running nodes, in `ids` order; no moving to the leader (each writer keeps to
+    /// its own node first).
+    client: raftpay_client::Client,
+    ids: Vec<u64>,
+    counts: Arc<std::sync::Mutex<LoadCounts>>,
     stop: AtomicBool,
     answered: AtomicU64,
     seq_max: AtomicU64,
@@ -748,7 +756,7 @@ impl LoadSpec {
         let client = cluster.client();
         let mut created = 0;
         for (id, allow_overdraft) in self.accounts() {
-            let account = raftpay::client::NewAccount {
+            let account = raftpay_client::NewAccount {
                 id: id.clone(),
                 currency: "CNY".into(),
                 allow_overdraft,
@@ -765,16 +773,27 @@ impl LoadSpec {
     /// Starts the writers (the accounts must exist). Writer `w` sends each transfer first to
     /// the `w`-th running node (modulo), and on no definite answer to the next ones in turn.
     pub fn start(&self, cluster: &TestCluster) -> Load {
-        let nodes: Vec<(u64, String)> = cluster
-            .running()
-            .into_iter()
-            .map(|id| (id, cluster.addr(id).to_string()))
-            .collect();
+        let ids = cluster.running();
+        let addrs: Vec<&str> = ids.iter().map(|id| cluster.addr(*id)).collect();
+        let counts = Arc::new(std::sync::Mutex::new(LoadCounts::default()));
+        let observed = Arc::clone(&counts);
+        let node_ids = ids.clone();
+        let client = raftpay_client::Client::new(&addrs, cluster.api_token.as_deref())
+            .expect("load client")
+            .with_follow_leader(false)
+            .with_observer(move |attempted| {
+                let node = node_ids[attempted.node_index];
+                let mut counts = observed.lock().expect("load counts");
+                match attempted.status {
+                    Some(status) => *counts.answered.entry((node, status)).or_default() += 1,
+                    None => *counts.unanswered.entry(node).or_default() += 1,
+                }
+            });
         let shared = Arc::new(LoadShared {
             spec: self.clone(),
-            nodes,
-            http: cluster.http.clone(),
-            api_token: cluster.api_token.clone(),
+            client,
+            ids,
+            counts,
             stop: AtomicBool::new(false),
             answered: AtomicU64::new(0),
             seq_max: AtomicU64::new(0),
@@ -834,6 +853,9 @@ impl Load {
                 Err(error) => std::panic::resume_unwind(error.into_panic()),
             }
         }
+        let counts = std::mem::take(&mut *self.shared.counts.lock().expect("load counts"));
+        report.answered = counts.answered;
+        report.unanswered = counts.unanswered;
         tracing::info!(
             transfers = report.outcomes.len(),
             posted = report.posted().len(),
@@ -866,7 +888,7 @@ async fn load_writer(shared: Arc<LoadShared>, writer: usize) -> LoadReport {
         } else {
             transfer_body(&id, &spec.bank(), &spec.sink(writer), 1 + n % 7)
         };
-        let outcome = load_send(&shared, writer, id, request, &mut report).await;
+        let outcome = load_send(&shared, writer, id, request).await;
         if let Some(seq) = outcome.seq() {
             shared.seq_max.fetch_max(seq, Ordering::SeqCst);
         }
@@ -877,54 +899,31 @@ async fn load_writer(shared: Arc<LoadShared>, writer: usize) -> LoadReport {
 }
 
 /// Sends one transfer until a node gives a definite answer (2xx/4xx), the same request each
-/// time, trying the nodes in turn from the writer's own; pauses only after a whole round.
-async fn load_send(
-    shared: &LoadShared,
-    writer: usize,
-    id: String,
-    request: Value,
-    report: &mut LoadReport,
-) -> LoadOutcome {
-    let until = Instant::now() + LOAD_DEFINITE_DEADLINE;
-    let mut attempts = 0;
-    let mut backoff = LOAD_BACKOFF_MIN;
-    loop {
-        for offset in 0..shared.nodes.len() {
-            let (node, addr) = &shared.nodes[(writer + offset) % shared.nodes.len()];
-            attempts += 1;
-            let mut post = shared
-                .http
-                .post(format!("http://{addr}/v1/transfers"))
-                .timeout(LOAD_ATTEMPT_TIMEOUT)
-                .json(&request);
-            if let Some(token) = &shared.api_token {
-                post = post.bearer_auth(token);
-            }
-            let Ok(response) = post.send().await else {
-                *report.unanswered.entry(*node).or_default() += 1;
-                continue;
-            };
-            let status = response.status().as_u16();
-            *report.answered.entry((*node, status)).or_default() += 1;
-            let Ok(text) = response.text().await else {
-                continue;
-            };
-            if (200..500).contains(&status) {
-                return LoadOutcome {
-                    id,
-                    request,
-                    status,
-                    answer: serde_json::from_str(&text).unwrap_or(Value::Null),
-                    node: *node,
-                    attempts,
-                };
-            }
-        }
-        assert!(
-            Instant::now() < until,
-            "transfer {id}: no definite answer within {LOAD_DEFINITE_DEADLINE:?}"
-        );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(LOAD_BACKOFF_MAX);
+/// time, trying the nodes in turn from the writer's own: the client's retry loop
+/// (`Client::deliver`); its observer counts the answers per node.
+async fn load_send(shared: &LoadShared, writer: usize, id: String, request: Value) -> LoadOutcome {
+    let api_request = ApiRequest {
+        method: Method::Post,
+        path: "/v1/transfers".into(),
+        body: Some(request.to_string()),
+    };
+    let delivery = Delivery {
+        node_first: writer,
+        attempt_timeout: LOAD_ATTEMPT_TIMEOUT,
+        deadline: tokio::time::Instant::now() + LOAD_DEFINITE_DEADLINE,
+    };
+    match shared.client.deliver(&api_request, delivery).await {
+        Ok(delivered) => LoadOutcome {
+            id,
+            request,
+            status: delivered.reply.status,
+            answer: serde_json::from_str(&delivered.reply.body).unwrap_or(Value::Null),
+            node: shared.ids[delivered.node_index],
+            attempts: delivered.attempts,
+        },
+        Err(undelivered) => panic!(
+            "transfer {id}: no definite answer within {LOAD_DEFINITE_DEADLINE:?} ({} attempts): {}",
+            undelivered.attempts, undelivered.error
+        ),
     }
 }

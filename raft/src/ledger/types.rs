@@ -4,15 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Ids of accounts and transfers: 1–64 characters of `[A-Za-z0-9._:-]`.
-pub const ID_BYTES_MAX: usize = 64;
-/// A transfer memo is at most this many bytes of UTF-8.
-pub const MEMO_BYTES_MAX: usize = 256;
-/// The largest amount, and the largest value a debit or credit total may reach, so that
-/// `balance = credits - debits` always fits an `i64`.
-pub const AMOUNT_MAX: u64 = i64::MAX as u64;
-/// The most transfers one batch command may carry.
-pub const BATCH_TRANSFERS_MAX: usize = 8190;
+pub use raftpay_api::rules::{AMOUNT_MAX, BATCH_TRANSFERS_MAX, ID_BYTES_MAX, MEMO_BYTES_MAX};
 
 /// An account as the state machine keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,10 +1,9 @@
 //! Validation of commands before they are proposed: the `400 invalid_request` rules of the
 //! contract. Pure; the same checks run again inside apply as a defence.
 
-use super::types::{
-    AccountSpec, Command, TransferSpec, AMOUNT_MAX, BATCH_TRANSFERS_MAX, ID_BYTES_MAX,
-    MEMO_BYTES_MAX,
-};
+use raftpay_api::rules;
+
+use super::types::{AccountSpec, Command, TransferSpec, BATCH_TRANSFERS_MAX, MEMO_BYTES_MAX};
 
 /// A command that breaks a rule of the contract; the message says which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,28 +17,13 @@ fn invalid(message: impl Into<String>) -> InvalidRequest {
 /// # Errors
 /// When `id` is empty, longer than 64 characters, or has a character outside `[A-Za-z0-9._:-]`.
 pub fn validate_id(what: &str, id: &str) -> Result<(), InvalidRequest> {
-    if id.is_empty() || id.len() > ID_BYTES_MAX {
-        return Err(invalid(format!(
-            "{what} must be 1 to {ID_BYTES_MAX} characters"
-        )));
-    }
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-    if !id.chars().all(allowed) {
-        return Err(invalid(format!("{what} may only contain [A-Za-z0-9._:-]")));
-    }
-    Ok(())
+    rules::id_check(what, id).map_err(InvalidRequest)
 }
 
 /// # Errors
 /// When `currency` is not three upper-case ASCII letters.
 pub fn validate_currency(currency: &str) -> Result<(), InvalidRequest> {
-    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        Ok(())
-    } else {
-        Err(invalid(
-            "currency must be three upper-case letters, like CNY",
-        ))
-    }
+    rules::currency_check(currency).map_err(InvalidRequest)
 }
 
 /// # Errors
@@ -59,11 +43,7 @@ pub fn validate_transfer(spec: &TransferSpec) -> Result<(), InvalidRequest> {
     if spec.from == spec.to {
         return Err(invalid("from and to must be different accounts"));
     }
-    if spec.amount == 0 || spec.amount > AMOUNT_MAX {
-        return Err(invalid(format!(
-            "amount must be an integer from 1 to {AMOUNT_MAX}"
-        )));
-    }
+    rules::amount_check(spec.amount).map_err(InvalidRequest)?;
     if let Some(memo) = &spec.memo {
         if memo.len() > MEMO_BYTES_MAX {
             return Err(invalid(format!(
@@ -102,6 +82,7 @@ pub fn validate_command(command: &Command) -> Result<(), InvalidRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::AMOUNT_MAX;
 
     fn spec(id: &str, from: &str, to: &str, amount: u64) -> TransferSpec {
         TransferSpec {

@@ -1,4 +1,4 @@
-//! Async HTTP client for the raftpay API (`shared/API.md`): typed requests and answers, and the
+//! Async HTTP client for the raftpay API (`docs/api.md`): typed requests and answers, and the
 //! failover/retry loop that every caller (CLI, bench, tests) shares.
 //!
 //! Owns: node address normalisation, URL building, the bearer token, timeouts, and the decision
@@ -16,14 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use raftpay_api::*;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::Method;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
 use tokio::time::Instant;
-
-use crate::http::HEADER_LEADER;
 
 /// Timeout of one HTTP attempt against one node, from connect to the end of the body.
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
@@ -62,286 +59,6 @@ pub enum ClientError {
     /// A bad node address or token given to the client; nothing was sent.
     #[error("invalid client configuration: {0}")]
     Config(String),
-}
-
-/// Read consistency, sent as `?consistency=`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Consistency {
-    /// Reflects every write acknowledged before the read started.
-    #[default]
-    Linearizable,
-    /// Served from the contacted node's state machine; may be stale.
-    Local,
-}
-
-impl Consistency {
-    /// The query-string value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Linearizable => "linearizable",
-            Consistency::Local => "local",
-        }
-    }
-}
-
-/// An account as the server returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    pub id: String,
-    pub currency: String,
-    #[serde(default)]
-    pub allow_overdraft: bool,
-    pub debits: u64,
-    pub credits: u64,
-    pub balance: i64,
-}
-
-/// A committed transfer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Transfer {
-    pub id: String,
-    pub from: String,
-    pub to: String,
-    pub amount: u64,
-    pub currency: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memo: Option<String>,
-    pub seq: u64,
-}
-
-/// One page of an account's transfers; `next` is the `after` of the following page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferPage {
-    pub transfers: Vec<Transfer>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<u64>,
-}
-
-/// The standard error body's inner object: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiErrorBody {
-    pub code: String,
-    #[serde(default)]
-    pub message: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorEnvelope {
-    error: ApiErrorBody,
-}
-
-/// The answer to a batch: one item per request item, in request order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchResult {
-    pub results: Vec<BatchItem>,
-}
-
-/// One batch item's outcome: `status` 201/200 with `transfer`, or an error status with `error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchItem {
-    pub status: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<Transfer>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ApiErrorBody>,
-}
-
-/// A node's view of the cluster (`GET /v1/cluster`). Extra fields are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    pub node_id: u64,
-    #[serde(default)]
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    /// 0 when the log is empty (the server may send `null`).
-    #[serde(default, deserialize_with = "null_as_zero")]
-    pub last_log_index: u64,
-    /// 0 when nothing is applied yet (the server may send `null`).
-    #[serde(default, deserialize_with = "null_as_zero")]
-    pub last_applied: u64,
-    #[serde(default)]
-    pub members: Vec<Member>,
-}
-
-/// A cluster member; `role` is `voter` or `learner`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub id: u64,
-    pub http_addr: String,
-    pub role: String,
-}
-
-/// Body of `POST /v1/accounts`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewAccount {
-    pub id: String,
-    pub currency: String,
-    pub allow_overdraft: bool,
-}
-
-/// Body of `POST /v1/transfers` (and one item of a batch).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewTransfer {
-    pub id: String,
-    pub from: String,
-    pub to: String,
-    pub amount: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memo: Option<String>,
-}
-
-#[derive(Serialize)]
-struct BatchRequest<'a> {
-    transfers: &'a [NewTransfer],
-    atomic: bool,
-}
-
-#[derive(Serialize)]
-struct LearnerRequest<'a> {
-    id: u64,
-    http_addr: &'a str,
-}
-
-#[derive(Serialize)]
-struct VotersRequest<'a> {
-    ids: &'a [u64],
-}
-
-fn null_as_zero<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    Ok(Option::<u64>::deserialize(deserializer)?.unwrap_or(0))
-}
-
-/// One API request, independent of the node it is sent to. Build it with the constructors so the
-/// path and body match the contract; re-sending the same value is what makes retries safe.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiRequest {
-    pub method: Method,
-    /// Path and query, starting with `/`.
-    pub path: String,
-    /// JSON body, already encoded, so every retry sends identical bytes.
-    pub body: Option<String>,
-}
-
-impl ApiRequest {
-    /// `POST /v1/accounts`.
-    pub fn create_account(account: &NewAccount) -> Self {
-        Self::post("/v1/accounts".to_owned(), account)
-    }
-
-    /// `GET /v1/accounts/{id}`.
-    pub fn get_account(id: &str, consistency: Consistency) -> Self {
-        let path = format!(
-            "/v1/accounts/{}?consistency={}",
-            path_segment(id),
-            consistency.as_str()
-        );
-        Self::get(path)
-    }
-
-    /// `POST /v1/transfers`.
-    pub fn transfer(transfer: &NewTransfer) -> Self {
-        Self::post("/v1/transfers".to_owned(), transfer)
-    }
-
-    /// `GET /v1/transfers/{id}`.
-    pub fn get_transfer(id: &str, consistency: Consistency) -> Self {
-        let path = format!(
-            "/v1/transfers/{}?consistency={}",
-            path_segment(id),
-            consistency.as_str()
-        );
-        Self::get(path)
-    }
-
-    /// `GET /v1/accounts/{account}/transfers`.
-    pub fn history(
-        account: &str,
-        limit: Option<u32>,
-        after: Option<u64>,
-        consistency: Consistency,
-    ) -> Self {
-        let mut path = format!(
-            "/v1/accounts/{}/transfers?consistency={}",
-            path_segment(account),
-            consistency.as_str()
-        );
-        if let Some(limit) = limit {
-            path.push_str(&format!("&limit={limit}"));
-        }
-        if let Some(after) = after {
-            path.push_str(&format!("&after={after}"));
-        }
-        Self::get(path)
-    }
-
-    /// `POST /v1/transfers/batch`.
-    pub fn batch(transfers: &[NewTransfer], atomic: bool) -> Self {
-        let body = BatchRequest { transfers, atomic };
-        Self::post("/v1/transfers/batch".to_owned(), &body)
-    }
-
-    /// `GET /v1/cluster`.
-    pub fn cluster_status() -> Self {
-        Self::get("/v1/cluster".to_owned())
-    }
-
-    /// `POST /v1/cluster/learners`.
-    pub fn add_learner(id: u64, http_addr: &str) -> Self {
-        let body = LearnerRequest { id, http_addr };
-        Self::post("/v1/cluster/learners".to_owned(), &body)
-    }
-
-    /// `POST /v1/cluster/voters`.
-    pub fn set_voters(ids: &[u64]) -> Self {
-        Self::post("/v1/cluster/voters".to_owned(), &VotersRequest { ids })
-    }
-
-    /// `DELETE /v1/cluster/nodes/{id}`.
-    pub fn remove_node(id: u64) -> Self {
-        let path = format!("/v1/cluster/nodes/{id}");
-        Self {
-            method: Method::DELETE,
-            path,
-            body: None,
-        }
-    }
-
-    fn get(path: String) -> Self {
-        Self {
-            method: Method::GET,
-            path,
-            body: None,
-        }
-    }
-
-    fn post<T: Serialize>(path: String, body: &T) -> Self {
-        Self {
-            method: Method::POST,
-            path,
-            body: Some(json_encode(body)),
-        }
-    }
-}
-
-/// Encodes a request body. Cannot fail: serde_json only errors on maps with non-string keys or
-/// on a `Serialize` impl that returns an error, and the request types here are plain derived
-/// structs of strings, integers, booleans and `serde_json::Value`s.
-fn json_encode<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).expect("request bodies are plain derived structs")
-}
-
-/// Percent-encodes a path segment so that an odd id cannot reach a different route. The id
-/// alphabet of the contract (`[A-Za-z0-9._:-]`) passes through unchanged.
-fn path_segment(segment: &str) -> String {
-    let mut encoded = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }
 
 /// Turns `127.0.0.1:7001`, `http://127.0.0.1:7001` or `http://host:7001/` into the base URL
@@ -443,10 +160,12 @@ enum Attempt {
     /// A 2xx or 4xx: decided, return it; with the index of the leader when the answer named one
     /// of our nodes.
     Answered(Reply, Option<usize>),
-    /// No definite answer; try the next node.
+    /// No definite answer; try the next node. `reply` when the node answered with a status
+    /// that decides nothing (a 503, a 5xx).
     Failed {
         reason: String,
         retry_after: Option<Duration>,
+        reply: Option<Reply>,
     },
 }
 
@@ -466,6 +185,72 @@ pub struct Client {
     /// Move to the leader a node names in its answer (`x-raftpay-leader`), sparing later calls
     /// the forwarding hop. On by default.
     follow_leader: bool,
+    /// Told of every attempt (see [`Client::with_observer`]).
+    observer: Option<Observer>,
+}
+
+/// A callback told of every attempt a client makes.
+#[derive(Clone)]
+pub struct Observer(Arc<dyn Fn(&Attempted<'_>) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// One attempt against one node, as an observer sees it.
+#[derive(Debug, Clone)]
+pub struct Attempted<'a> {
+    pub request: &'a ApiRequest,
+    /// Index into [`Client::nodes`].
+    pub node_index: usize,
+    /// 0 for the first attempt of a call.
+    pub attempt: u32,
+    /// The HTTP status, when the node answered at all.
+    pub status: Option<u16>,
+    /// A 2xx or 4xx: the call ends with it.
+    pub definite: bool,
+    /// Why the attempt decided nothing (a transport error, a timeout, a 5xx).
+    pub reason: Option<&'a str>,
+}
+
+/// How the client's connections are made; the defaults suit every caller but the chaos suite.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// Source address of every connection (the chaos suite sends from an address of its own
+    /// so that its packet filter, which cuts nodes apart, never cuts the clients off).
+    pub local_address: Option<std::net::IpAddr>,
+    /// Connect timeout; 1 s when not given.
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Where and how one call is sent (see [`Client::deliver`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// Index of the node tried first (modulo the number of nodes).
+    pub node_first: usize,
+    /// Timeout of each attempt.
+    pub attempt_timeout: Duration,
+    /// No attempt starts after it.
+    pub deadline: Instant,
+}
+
+/// A definite answer, from which node, after how many attempts.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub reply: Reply,
+    pub node_index: usize,
+    pub attempts: u32,
+}
+
+/// No definite answer before the deadline (or a configuration error): the last node tried, the
+/// number of attempts, and why.
+#[derive(Debug, Clone)]
+pub struct Undelivered {
+    pub node_index: usize,
+    pub attempts: u32,
+    pub error: ClientError,
 }
 
 impl Client {
@@ -476,6 +261,18 @@ impl Client {
     /// `http://host:port`, the token is not a valid header value, or the HTTP stack fails to
     /// initialise.
     pub fn new<S: AsRef<str>>(nodes: &[S], token: Option<&str>) -> Result<Self, ClientError> {
+        Self::with_transport(nodes, token, &Transport::default())
+    }
+
+    /// A client whose connections are made as `transport` says.
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn with_transport<S: AsRef<str>>(
+        nodes: &[S],
+        token: Option<&str>,
+        transport: &Transport,
+    ) -> Result<Self, ClientError> {
         if nodes.is_empty() {
             return Err(ClientError::Config("no node address given".to_owned()));
         }
@@ -486,7 +283,8 @@ impl Client {
         let authorization = token.map(bearer_header).transpose()?;
         let http = reqwest::Client::builder()
             .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(transport.connect_timeout.unwrap_or(CONNECT_TIMEOUT))
+            .local_address(transport.local_address)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -499,7 +297,18 @@ impl Client {
             retry_deadline: RETRY_DEADLINE_DEFAULT,
             node_preferred: Arc::new(AtomicUsize::new(0)),
             follow_leader: true,
+            observer: None,
         })
+    }
+
+    /// Calls `observer` after every attempt of every call (the chaos runner and the tests count
+    /// attempts and answers per node this way).
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(&Attempted<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Observer(Arc::new(observer)));
+        self
     }
 
     /// Whether calls move to the leader an answer names (default) or stay on the node that
@@ -719,33 +528,77 @@ impl Client {
     /// # Errors
     /// `Unavailable` when the retry deadline passes; `Config`/`Decode` as in `send_to`.
     pub async fn send(&self, request: &ApiRequest) -> Result<Reply, ClientError> {
-        let deadline = Instant::now() + self.retry_deadline;
+        let delivery = Delivery {
+            node_first: self.node_preferred.load(Ordering::Relaxed),
+            attempt_timeout: self.request_timeout,
+            deadline: Instant::now() + self.retry_deadline,
+        };
+        match self.deliver(request, delivery).await {
+            Ok(delivered) => Ok(delivered.reply),
+            Err(undelivered) => Err(undelivered.error),
+        }
+    }
+
+    /// The retry loop itself, with the start node, attempt timeout and deadline given by the
+    /// caller, reporting which node answered after how many attempts. Every caller that needs
+    /// a definite answer (the CLI, the bench, the chaos workload, backup, the tests) goes
+    /// through here.
+    ///
+    /// # Errors
+    /// `Undelivered` with `Unavailable` when the deadline passes first, or `Config`/`Decode`
+    /// as in `send_to`.
+    pub async fn deliver(
+        &self,
+        request: &ApiRequest,
+        delivery: Delivery,
+    ) -> Result<Delivered, Undelivered> {
         let n_nodes = self.nodes.len();
-        let node_first = self.node_preferred.load(Ordering::Relaxed) % n_nodes;
+        let node_first = delivery.node_first % n_nodes;
         let mut backoff = BACKOFF_MIN;
         let mut retry_after_max: Option<Duration> = None;
         let mut last = "no attempt fit in the retry deadline".to_owned();
+        let mut node_index = node_first;
+        let mut attempts = 0_u32;
         for attempt in 0_usize.. {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let remaining = delivery.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
             }
-            let node_index = (node_first + attempt) % n_nodes;
+            node_index = (node_first + attempt) % n_nodes;
             let base = &self.nodes[node_index];
-            let timeout = self.request_timeout.min(remaining);
-            match self.attempt(base, request, timeout).await? {
+            let timeout = delivery.attempt_timeout.min(remaining);
+            attempts = attempts.saturating_add(1);
+            let outcome = match self.attempt(base, request, timeout).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    return Err(Undelivered {
+                        node_index,
+                        attempts,
+                        error,
+                    })
+                }
+            };
+            match outcome {
                 Attempt::Answered(reply, leader) => {
+                    self.observe(request, node_index, attempts, Some(reply.status), None);
                     let next = match leader {
                         Some(leader) if self.follow_leader => leader,
                         _ => node_index,
                     };
                     self.node_preferred.store(next, Ordering::Relaxed);
-                    return Ok(reply);
+                    return Ok(Delivered {
+                        reply,
+                        node_index,
+                        attempts,
+                    });
                 }
                 Attempt::Failed {
                     reason,
                     retry_after,
+                    reply,
                 } => {
+                    let status = reply.map(|reply| reply.status);
+                    self.observe(request, node_index, attempts, status, Some(&reason));
                     tracing::debug!(node = %base, attempt, %reason, path = %request.path, "no definite answer, trying the next node");
                     last = format!("{base}: {reason}");
                     retry_after_max = retry_after_max.max(retry_after);
@@ -753,16 +606,63 @@ impl Client {
             }
             if (attempt + 1) % n_nodes == 0 {
                 let pause = round_pause(backoff, retry_after_max.take());
-                tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+                tokio::time::sleep_until(delivery.deadline.min(Instant::now() + pause)).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
-        Err(ClientError::Unavailable { last })
+        Err(Undelivered {
+            node_index,
+            attempts,
+            error: ClientError::Unavailable { last },
+        })
+    }
+
+    fn observe(
+        &self,
+        request: &ApiRequest,
+        node_index: usize,
+        attempts: u32,
+        status: Option<u16>,
+        reason: Option<&str>,
+    ) {
+        if let Some(Observer(observer)) = &self.observer {
+            observer(&Attempted {
+                request,
+                node_index,
+                attempt: attempts.saturating_sub(1),
+                status,
+                definite: reason.is_none(),
+                reason,
+            });
+        }
+    }
+
+    /// One attempt against node `node_index` (of [`Client::nodes`]) with its own timeout: the
+    /// answer whatever its status (a 503 too), or why there was none.
+    ///
+    /// # Errors
+    /// `Unavailable` with the transport error; `Config`/`Decode` as in `send_to`.
+    pub async fn send_once(
+        &self,
+        node_index: usize,
+        request: &ApiRequest,
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
+        let base = &self.nodes[node_index % self.nodes.len()];
+        match self.attempt(base, request, timeout).await? {
+            Attempt::Answered(reply, _)
+            | Attempt::Failed {
+                reply: Some(reply), ..
+            } => Ok(reply),
+            Attempt::Failed { reason, .. } => Err(ClientError::Unavailable {
+                last: format!("{base}: {reason}"),
+            }),
+        }
     }
 
     /// Which of our nodes the answer's `x-raftpay-leader` header names, if any.
     fn leader_index(&self, headers: &HeaderMap) -> Option<usize> {
-        let named = headers.get(HEADER_LEADER)?.to_str().ok()?;
+        let named = headers.get(headers::LEADER)?.to_str().ok()?;
         let base = node_base_url(named).ok()?;
         self.nodes.iter().position(|node| *node == base)
     }
@@ -777,7 +677,7 @@ impl Client {
         let url = format!("{base}{}", request.path);
         let mut builder = self
             .http
-            .request(request.method.clone(), &url)
+            .request(http_method(request.method), &url)
             .timeout(timeout);
         if let Some(authorization) = &self.authorization {
             builder = builder.header(AUTHORIZATION, authorization.clone());
@@ -814,7 +714,11 @@ impl Client {
             ClientError::Api { code, message, .. } => format!("HTTP {status} {code}: {message}"),
             other => format!("HTTP {status}: {other}"),
         };
-        Ok(failed(reason, retry_after))
+        Ok(Attempt::Failed {
+            reason,
+            retry_after,
+            reply: Some(reply),
+        })
     }
 }
 
@@ -822,6 +726,15 @@ fn failed(reason: String, retry_after: Option<Duration>) -> Attempt {
     Attempt::Failed {
         reason,
         retry_after,
+        reply: None,
+    }
+}
+
+fn http_method(method: Method) -> reqwest::Method {
+    match method {
+        Method::Get => reqwest::Method::GET,
+        Method::Post => reqwest::Method::POST,
+        Method::Delete => reqwest::Method::DELETE,
     }
 }
 
@@ -847,7 +760,7 @@ fn round_pause(backoff: Duration, retry_after: Option<Duration>) -> Duration {
 /// ignored); capped.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let millis = headers
-        .get("retry-after-ms")
+        .get(headers::RETRY_AFTER_MS)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
     if let Some(millis) = millis {
@@ -938,7 +851,7 @@ mod tests {
     #[test]
     fn paths_follow_the_contract() {
         let request = ApiRequest::get_account("alice", Consistency::Linearizable);
-        assert_eq!(request.method, Method::GET);
+        assert_eq!(request.method, Method::Get);
         assert_eq!(request.path, "/v1/accounts/alice?consistency=linearizable");
         assert_eq!(
             ApiRequest::get_transfer("t-1.a:b_c", Consistency::Local).path,
@@ -952,7 +865,7 @@ mod tests {
             ApiRequest::history("bob", None, None, Consistency::Linearizable).path,
             "/v1/accounts/bob/transfers?consistency=linearizable"
         );
-        assert_eq!(ApiRequest::remove_node(4).method, Method::DELETE);
+        assert_eq!(ApiRequest::remove_node(4).method, Method::Delete);
         assert_eq!(ApiRequest::remove_node(4).path, "/v1/cluster/nodes/4");
     }
 
@@ -1196,6 +1109,76 @@ mod tests {
         assert!(seen[0].headers.contains("content-type: application/json"));
     }
 
+    /// Goal: `deliver` reports which node answered after how many attempts, and the observer
+    /// sees every attempt with its status or its reason. Method: node A refuses connections;
+    /// node B answers 503, then 201; the first node tried is A.
+    #[tokio::test]
+    async fn deliver_and_the_observer_see_every_attempt() {
+        let refused = refusing_address().await;
+        let (server, _seen) = canned_server(vec![
+            canned(503, "retry-after: 0\r\n", UNAVAILABLE_BODY),
+            canned(201, "", TRANSFER_BODY),
+        ])
+        .await;
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let observed = Arc::clone(&attempts);
+        let client = Client::new(&[refused, server], None)
+            .unwrap()
+            .with_observer(move |attempted| {
+                observed.lock().unwrap().push((
+                    attempted.node_index,
+                    attempted.attempt,
+                    attempted.status,
+                    attempted.definite,
+                    attempted.reason.is_some(),
+                ));
+            });
+        let delivery = Delivery {
+            node_first: 0,
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Instant::now() + Duration::from_secs(5),
+        };
+        let delivered = client
+            .deliver(&ApiRequest::transfer(&new_transfer()), delivery)
+            .await
+            .unwrap();
+        assert_eq!(delivered.reply.status, 201);
+        assert_eq!((delivered.node_index, delivered.attempts), (1, 4));
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            vec![
+                (0, 0, None, false, true),
+                (1, 1, Some(503), false, true),
+                (0, 2, None, false, true),
+                (1, 3, Some(201), true, false),
+            ]
+        );
+    }
+
+    /// Goal: `deliver` gives up at its deadline with the attempts made and the last reason.
+    /// Method: one node that refuses connections, a 300 ms deadline.
+    #[tokio::test]
+    async fn deliver_reports_the_attempts_when_no_node_answers() {
+        let refused = refusing_address().await;
+        let client = Client::new(&[refused], None).unwrap();
+        let delivery = Delivery {
+            node_first: 0,
+            attempt_timeout: Duration::from_millis(200),
+            deadline: Instant::now() + Duration::from_millis(300),
+        };
+        let undelivered = client
+            .deliver(&ApiRequest::cluster_status(), delivery)
+            .await
+            .unwrap_err();
+        assert!(undelivered.attempts >= 1);
+        assert_eq!(undelivered.node_index, 0);
+        assert!(
+            matches!(&undelivered.error, ClientError::Unavailable { last } if last.contains("connect")),
+            "{:?}",
+            undelivered.error
+        );
+    }
+
     /// Goal: a definite 4xx is returned at once. Method: node A answers 422; node B, which
     /// would accept, must never be asked.
     #[tokio::test]
@@ -1304,10 +1287,10 @@ mod tests {
         .await;
         let client = Client::new(&[server], None).unwrap();
 
-        let (status, body) = client.raw(Method::GET, "/nope", None).await.unwrap();
+        let (status, body) = client.raw(Method::Get, "/nope", None).await.unwrap();
         assert_eq!(status, 404);
         assert_eq!(body["error"]["code"], "not_found");
-        let (status, body) = client.raw(Method::GET, "/metrics", None).await.unwrap();
+        let (status, body) = client.raw(Method::Get, "/metrics", None).await.unwrap();
         assert_eq!(status, 200);
         assert_eq!(body, serde_json::Value::String("raft_term 5\n".into()));
     }

@@ -1,0 +1,163 @@
+//! The contract's request bodies and answers, shared by the server (which parses and renders
+//! them) and every client (CLI, bench, chaos, tests).
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Read consistency, sent as `?consistency=`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started.
+    #[default]
+    Linearizable,
+    /// Served from the contacted node's state machine; may be stale.
+    Local,
+}
+
+impl Consistency {
+    /// The query-string value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Local => "local",
+        }
+    }
+}
+
+/// An account as the server returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub currency: String,
+    #[serde(default)]
+    pub allow_overdraft: bool,
+    pub debits: u64,
+    pub credits: u64,
+    pub balance: i64,
+}
+
+/// A committed transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub amount: u64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<String>,
+    pub seq: u64,
+}
+
+/// One page of an account's transfers; `next` is the `after` of the following page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferPage {
+    pub transfers: Vec<Transfer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+}
+
+/// The standard error body's inner object: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Every error answer's body: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    pub error: ApiErrorBody,
+}
+
+/// The answer to a batch: one item per request item, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub results: Vec<BatchItem>,
+}
+
+/// One batch item's outcome: `status` 201/200 with `transfer`, or an error status with `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<Transfer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiErrorBody>,
+}
+
+/// A node's view of the cluster (`GET /v1/cluster`). Extra fields are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    #[serde(default)]
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    /// 0 when the log is empty (the server may send `null`).
+    #[serde(default, deserialize_with = "null_as_zero")]
+    pub last_log_index: u64,
+    /// 0 when nothing is applied yet (the server may send `null`).
+    #[serde(default, deserialize_with = "null_as_zero")]
+    pub last_applied: u64,
+    #[serde(default)]
+    pub members: Vec<Member>,
+}
+
+/// A cluster member; `role` is `voter` or `learner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub http_addr: String,
+    pub role: String,
+}
+
+/// Body of `POST /v1/accounts`. Unknown fields are refused (`400 invalid_request`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    pub id: String,
+    pub currency: String,
+    #[serde(default)]
+    pub allow_overdraft: bool,
+}
+
+/// Body of `POST /v1/transfers` (and one item of a batch). Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTransfer {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    pub amount: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memo: Option<String>,
+}
+
+/// Body of `POST /v1/transfers/batch`: the server reads the items as JSON values first (so a bad
+/// item is refused naming its index), a client writes `NewTransfer`s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBatch<T = NewTransfer> {
+    pub transfers: Vec<T>,
+    #[serde(default)]
+    pub atomic: bool,
+}
+
+/// Body of `POST /v1/cluster/learners`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLearner {
+    pub id: u64,
+    pub http_addr: String,
+}
+
+/// Body of `POST /v1/cluster/voters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Voters {
+    pub ids: Vec<u64>,
+}
+
+fn null_as_zero<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(deserializer)?.unwrap_or(0))
+}
