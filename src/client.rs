@@ -1,4 +1,4 @@
-//! Async HTTP client for the raftpay API (`shared/API.md`): typed requests and answers, and the
+//! Async HTTP client for the raftpay API (`docs/api.md`): typed requests and answers, and the
 //! failover/retry loop that every caller (CLI, bench, tests) shares.
 //!
 //! Owns: node address normalisation, URL building, the bearer token, timeouts, and the decision

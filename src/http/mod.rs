@@ -1,4 +1,4 @@
-//! The HTTP API of `../shared/API.md`, served by every node: the router, its limits and
+//! The HTTP API of `docs/api.md`, served by every node: the router, its limits and
 //! middleware (auth, metrics, tracing), the request extractor, and forwarding to the leader.
 //! Handlers live in `ledger` (accounts, transfers) and `cluster` (membership, health, metrics).
 //! Only this module knows HTTP; it maps errors to the contract in `error` alone.
