@@ -1,4 +1,4 @@
-//! The HTTP contract of `shared/API.md`, request by request, against a real three-node cluster:
+//! The HTTP contract of `docs/api.md`, request by request, against a real three-node cluster:
 //! every request is sent to every node (followers forward to the leader), and every error code is
 //! provoked and checked to change nothing.
 
