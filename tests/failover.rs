@@ -224,7 +224,8 @@ async fn leader_kill_during_a_stream_loses_nothing() {
 async fn killing_every_node_at_once_loses_no_acknowledged_transfer() {
     // Goal: an acknowledged transfer survives the crash of every node (durable before acked).
     // Method: stream transfers, SIGKILL all three at the same moment, restart them, and look up
-    // every acknowledged id on every node.
+    // every acknowledged id on every node. Also: the leader after the restart leads in a new
+    // term (a restarted leader that led on in its old term served stale linearizable reads).
     let mut cluster = TestCluster::start(3).await;
     accounts_create(&cluster).await;
     let history = Arc::new(Mutex::new(History::default()));
@@ -233,10 +234,16 @@ async fn killing_every_node_at_once_loses_no_acknowledged_transfer() {
         let writers = writers_start(&cluster, 4, &history, &stop_rx);
         let before = history.lock().unwrap().acked.len();
         acks_wait(&history, before + 300, Duration::from_secs(30)).await;
+        let leader = cluster.leader_wait(Duration::from_secs(10)).await;
+        let term_before = cluster
+            .status(leader)
+            .await
+            .and_then(|status| status["term"].as_u64())
+            .expect("the leader's term");
         for id in 1..=3 {
             cluster.kill(id);
         }
-        tracing::info!(round, "every node killed");
+        tracing::info!(round, term_before, "every node killed");
         stop_tx.send(true).unwrap();
         for id in 1..=3 {
             cluster.spawn(id);
@@ -244,7 +251,19 @@ async fn killing_every_node_at_once_loses_no_acknowledged_transfer() {
         for writer in writers {
             writer.await.unwrap();
         }
-        cluster.leader_wait(Duration::from_secs(30)).await;
+        let leader = cluster.leader_wait(Duration::from_secs(30)).await;
+        // A restarted leader does not lead on in its old term (its read index would be the
+        // first entry of that term, and a linearizable read could miss acknowledged writes):
+        // someone wins a new election first.
+        let term_after = cluster
+            .status(leader)
+            .await
+            .and_then(|status| status["term"].as_u64())
+            .expect("the new leader's term");
+        assert!(
+            term_after > term_before,
+            "round {round}: node {leader} leads in term {term_after}, not after {term_before}"
+        );
     }
     let history = std::mem::take(&mut *history.lock().unwrap());
     assert!(history.acked.len() >= 600);

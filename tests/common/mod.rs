@@ -43,6 +43,11 @@ pub struct Timing {
     pub secret: Option<String>,
     /// `RAFTPAY_LOG` for the nodes.
     pub log_filter: String,
+    /// `[raft] write_timeout_ms` (the forward timeout is 5 s longer, so that a follower waits
+    /// for the leader's answer). Longer than the shipped 5 s: on a shared ext4 disk an fsync
+    /// can wait seconds behind the writeback of other tests' files, and these tests check
+    /// outcomes, not commit latency (the bench measures that).
+    pub write_timeout_ms: u64,
 }
 
 impl Default for Timing {
@@ -56,6 +61,7 @@ impl Default for Timing {
             api_token: None,
             secret: None,
             log_filter: "info,openraft=warn".into(),
+            write_timeout_ms: 15_000,
         }
     }
 }
@@ -106,7 +112,8 @@ fn config_text(
     format!(
         "node_id = {id}\nhttp_addr = \"{addr}\"\ndata_dir = \"{}\"\n\n[cluster]\ninitial_voters = [{}]\n{}\n\
          [raft]\nheartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
-         snapshot_logs_since_last = {}\nlogs_kept_behind_snapshot = {}\n{}{extra}",
+         snapshot_logs_since_last = {}\nlogs_kept_behind_snapshot = {}\nwrite_timeout_ms = {}\n\n\
+         [http]\nforward_timeout_ms = {}\n{}{extra}",
         data_dir.display(),
         voters.join(", "),
         timing.secret.as_ref().map_or(String::new(), |secret| format!("secret = \"{secret}\"\n")),
@@ -115,7 +122,9 @@ fn config_text(
         timing.election_max_ms,
         timing.snapshot_logs_since_last,
         timing.logs_kept_behind_snapshot,
-        timing.api_token.as_ref().map_or(String::new(), |t| format!("\n[http]\napi_token = \"{t}\"\n")),
+        timing.write_timeout_ms,
+        timing.write_timeout_ms + 5_000,
+        timing.api_token.as_ref().map_or(String::new(), |t| format!("api_token = \"{t}\"\n")),
     )
 }
 
@@ -448,7 +457,8 @@ impl TestCluster {
         }
     }
 
-    /// Waits until every running node has applied the same index with the same state hash.
+    /// Waits until every running node has applied all of the same log, with the same state
+    /// hash.
     pub async fn converged_wait(&self, deadline: Duration) -> Value {
         let until = Instant::now() + deadline;
         loop {
@@ -465,8 +475,14 @@ impl TestCluster {
                     )
                 })
             };
+            // Applied all of its log, too: nodes can agree on a log whose tail is not committed
+            // yet (entries of an old term wait for the new leader's first entry).
+            let caught_up = |s: &Option<Value>| {
+                s.as_ref()
+                    .is_some_and(|s| s["last_applied"] == s["last_log_index"])
+            };
             if let Some(first) = states.first() {
-                if first.is_some() && states.iter().all(|s| key(s) == key(first)) {
+                if first.is_some() && states.iter().all(|s| key(s) == key(first) && caught_up(s)) {
                     return first.clone().expect("checked");
                 }
             }

@@ -355,6 +355,36 @@ fn log_open(dir: &Path) -> (LogStore, Weak<Storage>) {
 }
 
 #[tokio::test]
+async fn a_committed_vote_comes_back_uncommitted_at_the_first_read_after_a_reopen() {
+    // Goal: a restarted node, even the leader of its term, trusts no leader until it hears
+    // from one (a restarted leader must win a new election, whose blank entry makes reads wait
+    // for every earlier entry; see `LogStore::read_vote`). Method: save a committed vote,
+    // reopen; the first read gives the same term and node uncommitted, later reads and a vote
+    // saved after the open come back as stored.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut log, storage) = log_open(dir.path());
+    let committed = Vote::new_committed(5, 3);
+    log.save_vote(&committed).await.expect("save vote");
+    assert_eq!(log.read_vote().await.expect("read"), Some(committed));
+
+    let (mut log, storage) = log_reopen(dir.path(), log, &storage);
+    assert_eq!(
+        log.read_vote().await.expect("first read"),
+        Some(Vote::new(5, 3))
+    );
+    assert_eq!(log.read_vote().await.expect("second read"), Some(committed));
+    let later = Vote::new_committed(6, 1);
+    log.save_vote(&later).await.expect("save later vote");
+    assert_eq!(log.read_vote().await.expect("read later"), Some(later));
+
+    // An uncommitted vote comes back as it is.
+    let (mut log, storage) = log_reopen(dir.path(), log, &storage);
+    log.save_vote(&Vote::new(7, 2)).await.expect("save");
+    let (mut log, _) = log_reopen(dir.path(), log, &storage);
+    assert_eq!(log.read_vote().await.expect("read"), Some(Vote::new(7, 2)));
+}
+
+#[tokio::test]
 async fn log_reopen_returns_vote_and_entries() {
     // Goal: what the log store acknowledged is what it reads back after a restart. Method: append
     // entries 0..=10 through openraft's suite (real completion callbacks), save a vote and the
