@@ -7,6 +7,8 @@
 //! answer (for a write the outcome is then unknown and the message says how to learn it).
 //! Must never: retry on its own (the client does), or invent a new id for a request the user may
 //! be re-sending.
+//!
+//! Over 800 lines: about a third is its tests (argument parsing, output, exit codes), kept next to the parsers they pin down.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;

@@ -2,6 +2,8 @@
 //! was told (transfers posted and rejected, requests each node answered), with each other
 //! (one leader, one leader id, one applied index) and with themselves (histogram counts, label
 //! sets, counters that only rise), and they follow a leader SIGKILL (term and leader changes).
+//!
+//! Over 800 lines: one scenario per metric family, sharing the scrape and parse helpers at the top.
 
 mod common;
 

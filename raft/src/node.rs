@@ -9,6 +9,8 @@
 //! ends on its own (a storage error in the log or the state machine, a panic), the node records
 //! a [`Fault`], refuses every further write and read barrier, and the service exits
 //! ([`Node::fault_wait`]). Recovery is a restart and replay, never carrying on.
+//!
+//! Over 800 lines on purpose: the `Node` handle and the tasks it owns (proposer, fault watch, state checkpoint) share private state that splitting would have to expose.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

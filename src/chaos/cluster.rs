@@ -8,6 +8,8 @@
 //! directories and logs, and the iptables rules it added. Must never: signal a process it did
 //! not start, send traffic anywhere but 127.0.0.0/8, or touch iptables outside the namespace it
 //! was given.
+//!
+//! Over 800 lines on purpose: node processes, their network and power control, and the HTTP access to them are one fixture with one owner of every pid and rule.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};

@@ -15,6 +15,8 @@
 //!
 //! Must never: add iptables rules outside its own namespace, send traffic beyond 127.0.0.0/8,
 //! or report PASS without having checked a final state.
+//!
+//! Over 800 lines on purpose: the phases of a run, in the order they happen, read top to bottom.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

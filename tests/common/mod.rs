@@ -3,6 +3,8 @@
 //! deadlines (never bare sleeps). Every child process is killed when the cluster is dropped.
 //! `Load` runs a background transfer load whose every transfer ends with a definite answer, so
 //! a test knows exactly what was acknowledged, and by which node.
+//!
+//! Over 800 lines: the one harness every integration test shares (cluster processes, load, waits); splitting it would make each test binary import several modules.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,6 +7,8 @@
 //!
 //! It must never return `Err` for a ledger rejection (that is a result), and never persist a
 //! decision computed from a failed read.
+//!
+//! Over 800 lines on purpose: apply, snapshot build and snapshot install share the `Freeze` protocol and its private state.
 
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};

@@ -4,6 +4,8 @@
 //!
 //! Reopening in-process proves that our own read path recovers what we wrote, not power-loss
 //! durability (dropping sled flushes it); the crash tests with real processes cover that.
+//!
+//! Over 800 lines: the storage contract tests, grouped by section (suite, reopen, snapshots, damage) and sharing private fixtures.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;

@@ -29,6 +29,8 @@
 //!
 //! This module must never report a sync that did not reach the disk, and never return entries
 //! that fail their checksum.
+//!
+//! Over 800 lines on purpose: every reader and writer of the segment format lives here, so the on-disk format has one owner (the tests are in `wal/tests.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
