@@ -16,7 +16,10 @@ readonly HEALTH_WAIT_S=30         # `restart`/`add`: deadline for a node to serv
 readonly STOP_WAIT_S=10           # SIGTERM grace period before SIGKILL
 readonly POLL_S=0.2
 readonly CURL_TIME_S=2            # every status/leader query
-readonly CHANGE_TIME_S=60         # membership changes: adding a learner waits for it to catch up
+readonly CHANGE_TIME_S=60         # membership changes: deadline for a committed answer, retries included
+readonly CHANGE_TRY_S=20          # one membership request (answered once the change is committed)
+readonly CATCHUP_WAIT_S=600       # `add`: deadline for the new learner to catch up with the leader
+readonly PROGRESS_EVERY_S=1       # `add`: a progress line this often while it catches up
 
 usage() {
     cat <<'EOF'
@@ -30,8 +33,10 @@ Commands:
   kill-leader     SIGKILL the process of the current leader
   restart N       stop node N (if running) and start it again
   logs N          show node N's log (tail -f on a terminal; `--no-follow` or a pipe: last 200 lines)
-  add N           start node N (port 7000+N) and add it to the cluster as a learner
-  remove N        remove node N from the membership, then stop it
+  add N           start node N (port 7000+N), add it to the cluster as a learner and wait until
+                  it has caught up with the leader (a progress line a second)
+  promote N       make member N a voter (voters := current voters + N)
+  remove N        remove node N from the membership (a voter is demoted first), then stop it
   help            this text
 
 Environment:
@@ -363,21 +368,104 @@ node_other_running() { # $1: node number to avoid
     return 1
 }
 
-# Sends a membership change; prints the answer; fails on a transport or HTTP error.
+# Sends a membership change and prints the answer; the answer's body is left in
+# $membership_answer. Every change here is safe to send again (adding a member at its own address
+# and setting the same voters change nothing; removing a node that is gone is a 404, taken as
+# done after an attempt without a definite answer), so a 503 or no answer is retried until
+# CHANGE_TIME_S. Fails on any other HTTP error.
+membership_answer=""
 membership_request() { # $1: method, $2: url, $3: JSON body or ""
-    local body_file status
+    local body_file status deadline unsure=false
     body_file=$(mktemp)
-    local args=(-s --max-time "$CHANGE_TIME_S" -o "$body_file" -w '%{http_code}' -X "$1" "${curl_auth[@]}")
+    local args=(-s --max-time "$CHANGE_TRY_S" -o "$body_file" -w '%{http_code}' -X "$1" "${curl_auth[@]}")
     [[ -z $3 ]] || args+=(-H 'Content-Type: application/json' -d "$3")
-    if ! status=$(curl "${args[@]}" "$2"); then
-        rm -f "$body_file"
+    deadline=$(($(now_ms) + CHANGE_TIME_S * 1000))
+    while :; do
+        : >"$body_file"
+        status=$(curl "${args[@]}" "$2") || status=000
+        # Definite answers end the loop; a 503 or no answer leaves the outcome open.
+        [[ $status == 503 || $status == 000 ]] || break
+        unsure=true
+        if (($(now_ms) >= deadline)); then
+            break
+        fi
+        echo "$1 $2 -> $([[ $status == 000 ]] && echo "no answer" || echo "HTTP $status"); retrying" >&2
+        sleep 1
+    done
+    membership_answer=$(cat "$body_file")
+    rm -f "$body_file"
+    if [[ $status == 000 ]]; then
         die "$1 $2 failed (no answer within ${CHANGE_TIME_S}s)"
     fi
     echo "$1 $2 -> HTTP $status"
-    cat "$body_file"
-    [[ ! -s $body_file || -z $(tail -c 1 "$body_file") ]] || echo
-    rm -f "$body_file"
+    [[ -z $membership_answer ]] || printf '%s\n' "$membership_answer"
+    if [[ $status == 404 && $1 == DELETE ]] && $unsure; then
+        echo "(an earlier attempt had no definite answer: the node is already removed)"
+        return 0
+    fi
     [[ $status == 2?? ]] || die "$1 $2 answered HTTP $status"
+}
+
+# The leader's own /v1/cluster, asked of the leader that the running nodes name (so its
+# replication progress is there). Prints the JSON body or fails.
+leader_status() {
+    local n nodes=() leader body
+    for n in $(nodes_known); do [[ -z $(node_pid "$n") ]] || nodes+=("$n"); done
+    ((${#nodes[@]} > 0)) || return 1
+    leader=$(leader_find "${nodes[@]}") || return 1
+    [[ $leader =~ ^[0-9]+$ ]] || return 1
+    body=$(cluster_get "$leader") || return 1
+    [[ $(json_field node_id <<<"$body") == "$(json_field leader_id <<<"$body")" ]] || return 1
+    printf '%s\n' "$body"
+}
+
+# Reads a leader's /v1/cluster on stdin; prints "<role> <matched_index> <lag_entries>
+# <last_log_index>" for member $1 ("-" for unknown values; "absent" when not a member).
+member_progress() { # $1: node id
+    python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+want = int(sys.argv[1])
+members = {m.get("id"): m for m in c.get("members") or []}
+m = members.get(want)
+show = lambda v: "-" if v is None else v
+if m is None:
+    print("absent")
+else:
+    print(m.get("role"), show(m.get("matched_index")), show(m.get("lag_entries")), show(c.get("last_log_index")))
+' "$1"
+}
+
+# Waits until node N holds the log up to index $2 (the leader's log when N was added), as the
+# leader reports it; prints a progress line every PROGRESS_EVERY_S.
+catchup_wait() { # $1: node number, $2: log index to reach
+    local n=$1 target=$2 body progress role matched lag last deadline next_line_ms=0
+    deadline=$(($(now_ms) + CATCHUP_WAIT_S * 1000))
+    while :; do
+        progress=""
+        if body=$(leader_status 2>/dev/null); then
+            progress=$(member_progress "$n" <<<"$body" 2>/dev/null) || progress=""
+        fi
+        read -r role matched lag last <<<"${progress:-unknown - - -}"
+        [[ $role != absent ]] || die "node $n is no longer a member"
+        if [[ $matched =~ ^[0-9]+$ ]] && ((matched >= target)); then
+            echo "node $n caught up: it holds the log up to index $matched (needed $target; leader at $last)"
+            return 0
+        fi
+        if (($(now_ms) >= deadline)); then
+            log_tails_print "$n"
+            die "node $n did not catch up within ${CATCHUP_WAIT_S}s (holds $matched of $target)"
+        fi
+        if (($(now_ms) >= next_line_ms)); then
+            if [[ $role == unknown ]]; then
+                echo "node $n catching up: no leader answers right now"
+            else
+                echo "node $n catching up: holds index $matched of $target needed (leader at $last, $lag entries behind)"
+            fi
+            next_line_ms=$(($(now_ms) + PROGRESS_EVERY_S * 1000))
+        fi
+        sleep "$POLL_S"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -540,7 +628,7 @@ cmd_logs() { # $1: node number, $2: follow (true/false)
 }
 
 cmd_add() { # $1: node number
-    local n=$1 other pid
+    local n=$1 other pid target
     data_dir_create
     if is_base_node "$n"; then
         node_config_prepare "$n"
@@ -559,10 +647,38 @@ cmd_add() { # $1: node number
         node_launch "$n"
     fi
     node_health_wait "$n"
+    # Answered once the membership change is committed (the leader's view then), not after the
+    # learner caught up: that is waited for below, from the leader's replication progress.
     membership_request POST "$(node_url "$other")/v1/cluster/learners" \
         "{\"id\":$n,\"http_addr\":\"127.0.0.1:$(node_port "$n")\"}"
     rm -f "$(node_removed_file "$n")"
-    echo "node $n added as a learner (make it a voter with POST /v1/cluster/voters)"
+    target=$(json_field last_log_index <<<"$membership_answer" 2>/dev/null) || target=""
+    [[ $target =~ ^[0-9]+$ ]] || die "the answer names no last_log_index"
+    echo "node $n added as a learner; waiting until it holds the leader's log up to index $target"
+    catchup_wait "$n" "$target"
+    echo "node $n is a learner and has caught up (make it a voter with: $0 promote $n)"
+}
+
+cmd_promote() { # $1: node number
+    local n=$1 other body voters role
+    other=$(node_other_running "$n") || die "no running node other than node $n answers"
+    body=$(leader_status) || die "no leader answers right now; try again"
+    read -r role _ <<<"$(member_progress "$n" <<<"$body")"
+    case $role in
+        absent) die "node $n is not a member; add it first: $0 add $n" ;;
+        voter)
+            echo "node $n is already a voter"
+            return 0
+            ;;
+    esac
+    # The leader's voters plus N (a follower's view could lag a change and demote someone).
+    voters=$(python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+ids = sorted({m["id"] for m in c.get("members") or [] if m.get("role") == "voter"} | {int(sys.argv[1])})
+print(",".join(str(i) for i in ids))' "$n" <<<"$body")
+    membership_request POST "$(node_url "$other")/v1/cluster/voters" "{\"ids\":[$voters]}"
+    echo "node $n is a voter (voters: $voters)"
 }
 
 cmd_remove() { # $1: node number
@@ -591,7 +707,7 @@ main() {
                 kill-leader) cmd_kill_leader ;;
             esac
             ;;
-        restart | add | remove)
+        restart | add | promote | remove)
             (($# == 1)) || die_usage "usage: $command N"
             node_number_check "$1"
             "cmd_$command" $((10#$1))

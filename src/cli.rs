@@ -10,7 +10,7 @@
 //!
 //! Over 800 lines: about a third is its tests (argument parsing, output, exit codes), kept next to the parsers they pin down.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
@@ -510,36 +510,22 @@ async fn membership_from_leader(client: &Client) -> Result<ClusterStatus, Client
 /// One node's answer to `cluster status`, or why it gave none.
 type NodeStatus = Result<Reply, ClientError>;
 
-/// Asks every `--node` at once (one attempt each, so a dead node costs one timeout) and prints
-/// a row per node. Fails only when no node answered.
+/// Asks every `--node` at once (one attempt each, so a dead node costs one timeout), then every
+/// member those answers name that is not among them (a node added later), and prints a row per
+/// node with its replication progress as the leader reports it. Fails only when no node
+/// answered.
 async fn cluster_status(client: &Client, output: Output) -> Result<(), ClientError> {
-    // One task per node; each ends after a single attempt bounded by the request timeout, and
-    // all are awaited below, so none outlives this function.
-    let tasks: Vec<_> = client
-        .nodes()
-        .iter()
-        .map(|node| {
-            let client = client.clone();
-            let node = node.clone();
-            tokio::spawn(async move { client.send_to(&node, &ApiRequest::cluster_status()).await })
-        })
-        .collect();
-    let mut answers: Vec<(String, NodeStatus)> = Vec::with_capacity(tasks.len());
-    for (node, task) in client.nodes().iter().zip(tasks) {
-        let answer = task.await.unwrap_or_else(|error| {
-            Err(ClientError::Unavailable {
-                last: format!("status task failed: {error}"),
-            })
-        });
-        answers.push((node.clone(), answer));
-    }
+    let mut answers = statuses_fetch(client, client.nodes()).await;
+    let unlisted = members_unlisted(&answers);
+    answers.extend(statuses_fetch(client, &unlisted).await);
+    let progress = progress_of_leader(&answers);
     if output.text() {
         println!("{}", status_header());
     }
     let mut last_error = None;
     let mut n_answered = 0_usize;
     for (node, answer) in answers {
-        match answer.and_then(|reply| status_row(output, &node, &reply)) {
+        match answer.and_then(|reply| status_row(output, &node, &reply, &progress)) {
             Ok(()) => n_answered += 1,
             Err(error) => {
                 let reason = match &error {
@@ -563,28 +549,110 @@ async fn cluster_status(client: &Client, output: Output) -> Result<(), ClientErr
     }
 }
 
+/// `GET /v1/cluster` from each of `nodes` at once, one attempt each, answers in `nodes` order.
+async fn statuses_fetch(client: &Client, nodes: &[String]) -> Vec<(String, NodeStatus)> {
+    // One task per node; each ends after a single attempt bounded by the request timeout, and
+    // all are awaited below, so none outlives this function.
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|node| {
+            let client = client.clone();
+            let node = node.clone();
+            tokio::spawn(async move { client.send_to(&node, &ApiRequest::cluster_status()).await })
+        })
+        .collect();
+    let mut answers: Vec<(String, NodeStatus)> = Vec::with_capacity(tasks.len());
+    for (node, task) in nodes.iter().zip(tasks) {
+        let answer = task.await.unwrap_or_else(|error| {
+            Err(ClientError::Unavailable {
+                last: format!("status task failed: {error}"),
+            })
+        });
+        answers.push((node.clone(), answer));
+    }
+    answers
+}
+
+/// Decodes the answers that are cluster statuses; others are skipped.
+fn statuses_decoded(answers: &[(String, NodeStatus)]) -> Vec<ClusterStatus> {
+    answers
+        .iter()
+        .filter_map(|(_, answer)| answer.as_ref().ok()?.decode::<ClusterStatus>().ok())
+        .collect()
+}
+
+/// Addresses of members that some answer names but that were neither asked (by address) nor
+/// answered (by id); the leader's view first, as it is the newest.
+fn members_unlisted(answers: &[(String, NodeStatus)]) -> Vec<String> {
+    let mut statuses = statuses_decoded(answers);
+    statuses.sort_by_key(|status| status.leader_id != Some(status.node_id));
+    let asked: BTreeSet<&str> = answers.iter().map(|(node, _)| strip_scheme(node)).collect();
+    let answered: BTreeSet<u64> = statuses.iter().map(|status| status.node_id).collect();
+    let mut seen = BTreeSet::new();
+    let mut unlisted = Vec::new();
+    for member in statuses.iter().flat_map(|status| &status.members) {
+        if answered.contains(&member.id)
+            || asked.contains(member.http_addr.as_str())
+            || !seen.insert(member.id)
+        {
+            continue;
+        }
+        unlisted.push(member.http_addr.clone());
+    }
+    unlisted
+}
+
+/// Each member's replication progress (`matched_index`, `lag_entries`) as the leader reports
+/// it; empty when no leader answered.
+fn progress_of_leader(answers: &[(String, NodeStatus)]) -> BTreeMap<u64, (u64, u64)> {
+    statuses_decoded(answers)
+        .into_iter()
+        .find(|status| status.leader_id == Some(status.node_id))
+        .map(|leader| {
+            leader
+                .members
+                .iter()
+                .filter_map(|member| {
+                    Some((member.id, (member.matched_index?, member.lag_entries?)))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn status_header() -> String {
     format!(
-        "{:<24} {:>4} {:<9} {:>6} {:>14} {:>12} {:>6}",
-        "node", "id", "role", "term", "last_log_index", "last_applied", "leader"
+        "{:<24} {:>4} {:<9} {:>6} {:>14} {:>12} {:>6} {:>12} {:>8}",
+        "node", "id", "role", "term", "last_log_index", "last_applied", "leader", "matched", "lag"
     )
 }
 
-fn status_row(output: Output, node: &str, reply: &Reply) -> Result<(), ClientError> {
+fn status_row(
+    output: Output,
+    node: &str,
+    reply: &Reply,
+    progress: &BTreeMap<u64, (u64, u64)>,
+) -> Result<(), ClientError> {
     let status: ClusterStatus = output.answer(reply)?;
     if output.text() {
         let leader = status
             .leader_id
             .map_or_else(|| "none".to_owned(), |id| id.to_string());
+        let (matched, lag) = progress.get(&status.node_id).map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |(matched, lag)| (matched.to_string(), lag.to_string()),
+        );
         println!(
-            "{:<24} {:>4} {:<9} {:>6} {:>14} {:>12} {:>6}",
+            "{:<24} {:>4} {:<9} {:>6} {:>14} {:>12} {:>6} {:>12} {:>8}",
             strip_scheme(node),
             status.node_id,
             node_role(&status),
             status.term,
             status.last_log_index,
             status.last_applied,
-            leader
+            leader,
+            matched,
+            lag
         );
     }
     Ok(())
@@ -829,6 +897,42 @@ mod tests {
     }
 
     #[test]
+    fn cluster_status_finds_added_members_and_the_leaders_progress() {
+        // Goal: `cluster status` shows members that are not among --node, with the progress
+        // the leader reports. Method: two canned answers, the leader's naming node 4.
+        let answer = |body: &str| -> NodeStatus {
+            Ok(Reply {
+                status: 200,
+                body: body.to_owned(),
+            })
+        };
+        let leader = r#"{"node_id":1,"leader_id":1,"term":2,"last_log_index":50,"last_applied":50,
+            "members":[
+            {"id":1,"http_addr":"127.0.0.1:7001","role":"voter","matched_index":50,"lag_entries":0},
+            {"id":2,"http_addr":"127.0.0.1:7002","role":"voter","matched_index":49,"lag_entries":1},
+            {"id":4,"http_addr":"127.0.0.1:7004","role":"learner","matched_index":7,"lag_entries":43}]}"#;
+        let follower = r#"{"node_id":2,"leader_id":1,"term":2,"last_log_index":49,"last_applied":49,
+            "members":[{"id":1,"http_addr":"127.0.0.1:7001","role":"voter","matched_index":null},
+            {"id":2,"http_addr":"127.0.0.1:7002","role":"voter"}]}"#;
+        let answers = vec![
+            ("http://localhost:7001".to_owned(), answer(leader)),
+            ("http://127.0.0.1:7002".to_owned(), answer(follower)),
+            (
+                "http://127.0.0.1:7003".to_owned(),
+                Err(ClientError::Unavailable {
+                    last: "refused".into(),
+                }),
+            ),
+        ];
+        // Node 1 answered under another name and node 2 was asked: only node 4 is new.
+        assert_eq!(members_unlisted(&answers), ["127.0.0.1:7004"]);
+        let progress = progress_of_leader(&answers);
+        assert_eq!(progress.get(&4), Some(&(7, 43)));
+        assert_eq!(progress.get(&2), Some(&(49, 1)));
+        assert_eq!(progress_of_leader(&answers[1..]), BTreeMap::new());
+    }
+
+    #[test]
     fn node_roles_come_from_the_nodes_own_view() {
         let mut status = ClusterStatus {
             node_id: 2,
@@ -840,6 +944,8 @@ mod tests {
                 id: 2,
                 http_addr: "127.0.0.1:7002".into(),
                 role: "voter".into(),
+                matched_index: None,
+                lag_entries: None,
             }],
         };
         assert_eq!(node_role(&status), "follower");

@@ -109,6 +109,13 @@ pub struct Member {
     pub id: u64,
     pub http_addr: String,
     pub role: String,
+    /// Replication progress, as the leader reports it (`None` from other nodes and from
+    /// servers that predate it): the highest log index this member holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+    /// Entries this member is behind the leader's log (leader only, like `matched_index`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_entries: Option<u64>,
 }
 
 /// Body of `POST /v1/accounts`. Unknown fields are refused (`400 invalid_request`).

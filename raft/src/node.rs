@@ -5,6 +5,12 @@
 //! It never answers a write before the entry is committed and applied, and it never claims a
 //! failed write did not happen: every failure of an in-flight write is "outcome unknown".
 //!
+//! Membership changes answer once the change is committed; a learner's catch-up is reported in
+//! the replication metrics, never waited for (a follower forwarding the request would give up
+//! first). A leader that a committed change left without a vote steps down: openraft 0.9 lets
+//! it go on leading as a learner, so the handoff watcher stops its heartbeats and its writes
+//! until a remaining voter is elected (see `handoff_run`).
+//!
 //! Fatal means stopped: a fault watcher follows openraft's `running_state`; once the Raft core
 //! ends on its own (a storage error in the log or the state machine, a panic), the node records
 //! a [`Fault`], refuses every further write and read barrier, and the service exits
@@ -14,11 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, ClientWriteError, Fatal, ForwardToLeader, InitializeError, RaftError,
+};
 use openraft::raft::ClientWriteResponse;
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -148,6 +156,10 @@ pub enum MembershipError {
     NotFound(NodeId),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The request contradicts the membership (an id already a member at another address, an
+    /// address another member uses); nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +198,35 @@ struct NodeInner {
     /// Set by [`Node::shutdown`]: the Raft core ending is then no fault.
     stopping: Arc<AtomicBool>,
     reserve: DiskReserve,
+    /// Shared with the handoff watcher and the proposer; see [`Handoff`].
+    handoff: Arc<Handoff>,
+}
+
+/// A leader's step-down after a committed change took its vote away (see `handoff_run`).
+#[derive(Debug, Default)]
+struct Handoff {
+    /// Membership changes under way on this node; the watcher leaves a leader alone while one
+    /// runs (removing a voting leader demotes it first, then removes it: one operation).
+    changes_running: AtomicUsize,
+    /// Set while this node leads without a vote and waits for a voter to take over: it sends no
+    /// heartbeats and takes no writes, reads or membership changes.
+    stepping_down: AtomicBool,
+}
+
+/// Counts one membership change as running for as long as it lives.
+struct ChangeRunning<'a>(&'a Handoff);
+
+impl<'a> ChangeRunning<'a> {
+    fn begin(handoff: &'a Handoff) -> ChangeRunning<'a> {
+        handoff.changes_running.fetch_add(1, Ordering::SeqCst);
+        ChangeRunning(handoff)
+    }
+}
+
+impl Drop for ChangeRunning<'_> {
+    fn drop(&mut self) {
+        self.0.changes_running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn raft_config(options: &NodeOptions) -> Result<openraft::Config, StartError> {
@@ -241,12 +282,20 @@ impl Node {
         }
 
         let (write_tx, write_rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let handoff = Arc::new(Handoff::default());
         // The proposer: runs until every sender (every clone of this node) is dropped.
         tokio::spawn(proposer_run(
             raft.clone(),
             write_rx,
             PROPOSALS_IN_FLIGHT_MAX,
             Arc::clone(&stats),
+            Arc::clone(&handoff),
+        ));
+        // The handoff watcher: ends when the Raft core stops.
+        tokio::spawn(handoff_run(
+            raft.clone(),
+            options.node_id,
+            Arc::clone(&handoff),
         ));
         let heard = Arc::new(Heard::default());
         let committed_of = log_reader.clone();
@@ -291,6 +340,7 @@ impl Node {
                 fault_rx,
                 stopping,
                 reserve: DiskReserve::new(&options.data_dir, options.disk_reserve_bytes),
+                handoff,
             }),
         })
     }
@@ -402,9 +452,15 @@ impl Node {
         }
     }
 
-    /// Whether this node leads right now.
+    /// Whether this node leads right now and takes requests: not while it steps down after
+    /// losing its vote (then it still leads in openraft's eyes; see [`Node::stepping_down`]).
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().state == ServerState::Leader
+        self.inner.raft.metrics().borrow().state == ServerState::Leader && !self.stepping_down()
+    }
+
+    /// Whether this node leads without a vote and waits for a remaining voter to take over.
+    pub fn stepping_down(&self) -> bool {
+        self.inner.handoff.stepping_down.load(Ordering::SeqCst)
     }
 
     /// Proposes `command` and waits until it is committed and applied.
@@ -473,18 +529,87 @@ impl Node {
         }
     }
 
-    /// Adds `id` at `http_addr` as a learner and waits until it has caught up.
+    /// Adds `id` at `http_addr` as a learner. Answers once the membership entry is committed,
+    /// not when the learner has caught up: its progress is in the replication metrics
+    /// ([`Node::replication_matched`]). Adding a member again at its own address changes
+    /// nothing (or commits an identical membership while an earlier change is not yet applied).
     ///
     /// # Errors
-    /// See [`MembershipError`].
+    /// See [`MembershipError`]; `Conflict` when `id` is a member at another address or another
+    /// member has `http_addr` (nothing is changed).
     pub async fn add_learner(&self, id: NodeId, http_addr: String) -> Result<(), MembershipError> {
+        let _running = ChangeRunning::begin(&self.inner.handoff);
         self.membership_leader()?;
+        self.learner_add_check(id, &http_addr)?;
+        if self.member_addr(id).is_some() && self.membership_applied() {
+            tracing::info!(learner_id = id, %http_addr, "already a member at this address");
+            return Ok(());
+        }
         let result = self
             .inner
             .raft
-            .add_learner(id, BasicNode::new(http_addr), true)
+            .add_learner(id, BasicNode::new(http_addr.clone()), false)
             .await;
-        self.membership_result(result.map(|_| ()))
+        self.membership_result(result.map(|_| ()))?;
+        // openraft never overwrites a member's address: a concurrent add of the same id with
+        // another address may have won.
+        self.learner_add_check(id, &http_addr)?;
+        tracing::info!(learner_id = id, %http_addr, "learner added");
+        Ok(())
+    }
+
+    /// `Conflict` when `id` is a member at an address other than `http_addr`, or another member
+    /// has `http_addr`.
+    fn learner_add_check(&self, id: NodeId, http_addr: &str) -> Result<(), MembershipError> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        for (member, node) in metrics.membership_config.membership().nodes() {
+            if *member == id && node.addr != http_addr {
+                return Err(MembershipError::Conflict(format!(
+                    "node {id} is already a member at {}; remove it first to change its address",
+                    node.addr
+                )));
+            }
+            if *member != id && node.addr == http_addr {
+                return Err(MembershipError::Conflict(format!(
+                    "{http_addr} is the address of node {member}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The HTTP address of member `id`, as this node's membership has it.
+    pub fn member_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        membership.get_node(&id).map(|node| node.addr.clone())
+    }
+
+    /// Whether this node has applied its latest membership entry (so it is committed).
+    fn membership_applied(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership_index = metrics.membership_config.log_id().map(|id| id.index);
+        metrics.last_applied.map(|id| id.index) >= membership_index
+    }
+
+    /// On the leader: the highest log index each member (the leader too) is known to hold,
+    /// `None` for a member not heard from yet. Empty on other nodes.
+    pub fn replication_matched(&self) -> BTreeMap<NodeId, Option<u64>> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .map(|(id, matched)| (*id, matched.map(|m| m.index)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Makes `voters` the voter set; members left out stay as learners.
@@ -492,6 +617,7 @@ impl Node {
     /// # Errors
     /// See [`MembershipError`]; `Invalid` when an id is not a member or the set is empty.
     pub async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<(), MembershipError> {
+        let _running = ChangeRunning::begin(&self.inner.handoff);
         self.membership_leader()?;
         if voters.is_empty() {
             return Err(MembershipError::Invalid(
@@ -517,6 +643,9 @@ impl Node {
     /// # Errors
     /// See [`MembershipError`]; `NotFound` when `id` is not a member.
     pub async fn remove_node(&self, id: NodeId) -> Result<(), MembershipError> {
+        // One operation for the handoff watcher: a leader removing itself is demoted first and
+        // must stay to propose its removal (openraft then steps it down).
+        let _running = ChangeRunning::begin(&self.inner.handoff);
         self.membership_leader()?;
         let Some(voter) = self.members().get(&id).copied() else {
             return Err(MembershipError::NotFound(id));
@@ -571,6 +700,12 @@ impl Node {
                     leader: leader_of(&forward),
                 })
             }
+            // An earlier change is not committed yet: nothing was proposed; retrying is safe.
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(in_progress),
+            ))) => Err(MembershipError::Unavailable(format!(
+                "another membership change is under way ({in_progress}); retry shortly"
+            ))),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
                 Err(MembershipError::Invalid(error.to_string()))
             }
@@ -665,6 +800,83 @@ async fn checkpoint_run(
     }
 }
 
+/// How often the handoff watcher looks at the membership and the change counter (the counter
+/// has no notification of its own).
+const HANDOFF_WATCH_INTERVAL: Duration = Duration::from_millis(20);
+/// A step-down that has found no successor after this long is reported (warn) again each time.
+const HANDOFF_SLOW: Duration = Duration::from_secs(10);
+
+/// The handoff watcher: makes a leader that lost its vote give way to a remaining voter.
+///
+/// openraft 0.9 has no leadership transfer, and a leader that a committed change demoted to
+/// learner goes on leading (as designed: a learner may lead; openraft steps a leader down only
+/// when it leaves the membership entirely). Its heartbeats keep every follower inside the leader
+/// lease, so they refuse to vote for anyone and the non-voter leads until it dies. So once such
+/// a change is committed and applied, and no membership change of this node is still running,
+/// the leader steps down in the only way 0.9 allows: it stops heartbeats and refuses writes
+/// (see [`Node::is_leader`], `proposer_run`). The followers' leases expire and openraft's
+/// election timers elect a voter, usually the one with the longest log, within the lease plus
+/// one election timeout. Its first append tells this node of the new term and it follows; then
+/// heartbeats are switched back on for any later leadership.
+///
+/// Safety does not depend on this: the voters' quorums decide every commit either way. Entries
+/// this node proposed before stepping down commit or not as any in-flight write does.
+async fn handoff_run(raft: Raft, node_id: NodeId, handoff: Arc<Handoff>) {
+    let mut metrics = raft.metrics();
+    let mut stepped_down_at: Option<tokio::time::Instant> = None;
+    let mut slow_reported_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(HANDOFF_WATCH_INTERVAL).await;
+        if metrics.has_changed().is_err() {
+            return; // openraft stopped
+        }
+        let (leader, voter, applied) = {
+            let m = metrics.borrow_and_update();
+            if m.running_state.is_err() || m.state == ServerState::Shutdown {
+                return;
+            }
+            let membership = m.membership_config.membership();
+            let voter = membership.voter_ids().any(|id| id == node_id);
+            let membership_index = m.membership_config.log_id().map(|id| id.index);
+            let applied = m.last_applied.map(|id| id.index) >= membership_index;
+            (m.state == ServerState::Leader, voter, applied)
+        };
+        let stepping_down = handoff.stepping_down.load(Ordering::SeqCst);
+        if !stepping_down {
+            let idle = handoff.changes_running.load(Ordering::SeqCst) == 0;
+            if leader && !voter && applied && idle {
+                handoff.stepping_down.store(true, Ordering::SeqCst);
+                raft.runtime_config().heartbeat(false);
+                stepped_down_at = Some(tokio::time::Instant::now());
+                slow_reported_at = None;
+                tracing::info!(
+                    "this leader is no longer a voter: stepping down (no heartbeats, no writes) \
+                     so that a remaining voter is elected"
+                );
+            }
+            continue;
+        }
+        if !leader || voter {
+            raft.runtime_config().heartbeat(true);
+            handoff.stepping_down.store(false, Ordering::SeqCst);
+            let leader_now = metrics.borrow().current_leader;
+            let took_ms = stepped_down_at.take().map_or(0, |at| {
+                u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)
+            });
+            tracing::info!(leader_id = ?leader_now, took_ms, "leadership handed over");
+            continue;
+        }
+        let now = tokio::time::Instant::now();
+        let since = slow_reported_at.or(stepped_down_at).unwrap_or(now);
+        if now.duration_since(since) >= HANDOFF_SLOW {
+            slow_reported_at = Some(now);
+            tracing::warn!(
+                "stepping down: no voter has taken over yet (are the remaining voters reachable?)"
+            );
+        }
+    }
+}
+
 /// The fault watcher: follows openraft's metrics until the Raft core has ended, then records
 /// why (unless `stopping` says it was asked to stop). openraft sets `running_state` to the
 /// fatal error as the core's last word, before it drops the metrics sender.
@@ -730,6 +942,7 @@ async fn proposer_run(
     mut write_rx: mpsc::Receiver<PendingWrite>,
     in_flight_max: usize,
     stats: Arc<Stats>,
+    handoff: Arc<Handoff>,
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     // A write that did not fit the previous entry opens the next one.
@@ -759,6 +972,12 @@ async fn proposer_run(
         }
         let (commands, replies): (Vec<_>, Vec<_>) =
             writes.into_iter().map(|w| (w.command, w.reply)).unzip();
+        if handoff.stepping_down.load(Ordering::SeqCst) {
+            // Queued before this leader lost its vote: not proposed, so the writes can go to
+            // the next leader (an append here would also renew the followers' leases).
+            replies_fail(replies, &WriteError::NotLeader { leader: None });
+            continue;
+        }
         tracing::trace!(commands = commands.len(), weight, "propose");
         stats.proposal_observe(u64::try_from(weight).unwrap_or(u64::MAX));
         match raft.client_write_ff(Proposal { commands }).await {

@@ -26,6 +26,10 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
     let summary = app.node.reader().summary()?;
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let last_log_index = metrics.last_log_index.unwrap_or(0);
+    // Replication progress, known on the leader only (`null` elsewhere): the highest log index
+    // the member holds and how many entries it is behind the leader's log.
+    let matched = app.node.replication_matched();
     let members: Vec<_> = membership
         .nodes()
         .map(|(id, node)| {
@@ -34,7 +38,10 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
             } else {
                 "learner"
             };
-            json!({"id": id, "http_addr": node.addr, "role": role})
+            let matched_index = matched.get(id).map(|m| m.unwrap_or(0));
+            let lag_entries = matched_index.map(|m| last_log_index.saturating_sub(m));
+            json!({"id": id, "http_addr": node.addr, "role": role,
+                "matched_index": matched_index, "lag_entries": lag_entries})
         })
         .collect();
     let state = match metrics.state {
@@ -48,7 +55,7 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
         "node_id": app.node.id(),
         "leader_id": metrics.current_leader,
         "term": metrics.current_term,
-        "last_log_index": metrics.last_log_index.unwrap_or(0),
+        "last_log_index": last_log_index,
         "last_applied": metrics.last_applied.map_or(0, |id| id.index),
         "members": members,
         "state": state,
@@ -67,6 +74,11 @@ pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
         "disk_bytes": app.node.disk_bytes(),
         "log_disk_bytes": app.node.log_disk_bytes(),
         "disk_free_bytes": app.node.disk_free_bytes(),
+        // The log index of the membership shown in `members` (a change that changed nothing
+        // leaves it as it was).
+        "membership_index": metrics.membership_config.log_id().map(|id| id.index),
+        // This node leads without a vote and waits for a remaining voter to take over.
+        "stepping_down": app.node.stepping_down(),
     }))
 }
 
@@ -101,6 +113,7 @@ async fn membership_answer(
         Err(MembershipError::Invalid(message)) => Err(ApiError::InvalidRequest(message)),
         Err(MembershipError::NotFound(id)) => Err(ApiError::NodeNotFound(id)),
         Err(MembershipError::Unavailable(message)) => Err(ApiError::Unavailable(message)),
+        Err(MembershipError::Conflict(message)) => Err(ApiError::IdConflict(message)),
     }
 }
 

@@ -668,6 +668,11 @@ impl LoadReport {
     /// # Panics
     /// When an acknowledged transfer is missing or differs: an acknowledged write was lost.
     pub async fn verify_present(&self, cluster: &TestCluster) {
+        self.verify_present_through(&cluster.client()).await;
+    }
+
+    /// [`LoadReport::verify_present`] through any client (a cluster the harness did not start).
+    pub async fn verify_present_through(&self, client: &raftpay_client::Client) {
         use futures::StreamExt as _;
         let ids: BTreeSet<&str> = self.outcomes.iter().map(|o| o.id.as_str()).collect();
         assert_eq!(ids.len(), self.outcomes.len(), "a load id was used twice");
@@ -677,7 +682,6 @@ impl LoadReport {
             self.posted().len(),
             "acknowledged transfers share a seq or lack one"
         );
-        let client = cluster.client();
         let checks = self.outcomes.iter().map(|outcome| {
             let client = client.clone();
             async move {
@@ -715,6 +719,42 @@ impl LoadReport {
 struct LoadCounts {
     answered: BTreeMap<(u64, u16), u64>,
     unanswered: BTreeMap<u64, u64>,
+}
+
+impl LoadReport {
+    /// Every account of the load holds exactly what the acknowledged transfers moved (read
+    /// linearizably): nothing lost, nothing applied twice, and the money sums to zero.
+    ///
+    /// # Panics
+    /// When a balance differs from the sum of the posted transfers.
+    pub async fn balances_check_through(&self, spec: &LoadSpec, client: &raftpay_client::Client) {
+        let mut expected: BTreeMap<String, i128> =
+            spec.accounts().into_iter().map(|(id, _)| (id, 0)).collect();
+        for outcome in self.posted() {
+            let field = |name: &str| outcome.request[name].clone();
+            let amount = i128::from(field("amount").as_u64().expect("amount"));
+            let from = field("from").as_str().expect("from").to_string();
+            let to = field("to").as_str().expect("to").to_string();
+            *expected.entry(from).or_default() -= amount;
+            *expected.entry(to).or_default() += amount;
+        }
+        assert_eq!(expected.values().sum::<i128>(), 0, "the load's own sums");
+        for (id, want) in &expected {
+            let account = client
+                .get_account(id, raftpay_client::Consistency::Linearizable)
+                .await
+                .unwrap_or_else(|e| panic!("read account {id}: {e}"));
+            assert_eq!(
+                i128::from(account.balance),
+                *want,
+                "balance of {id} differs from the acknowledged transfers"
+            );
+        }
+        tracing::info!(
+            accounts = expected.len(),
+            "every load balance matches the acknowledged transfers"
+        );
+    }
 }
 
 /// State shared by a load's writers.
@@ -771,7 +811,11 @@ impl LoadSpec {
 
     /// Creates the accounts (idempotent); returns how many this call created.
     pub async fn accounts_create(&self, cluster: &TestCluster) -> u64 {
-        let client = cluster.client();
+        self.accounts_create_through(&cluster.client()).await
+    }
+
+    /// [`LoadSpec::accounts_create`] through any client.
+    pub async fn accounts_create_through(&self, client: &raftpay_client::Client) -> u64 {
         let mut created = 0;
         for (id, allow_overdraft) in self.accounts() {
             let account = raftpay_client::NewAccount {
@@ -791,12 +835,23 @@ impl LoadSpec {
     /// Starts the writers (the accounts must exist). Writer `w` sends each transfer first to
     /// the `w`-th running node (modulo), and on no definite answer to the next ones in turn.
     pub fn start(&self, cluster: &TestCluster) -> Load {
-        let ids = cluster.running();
-        let addrs: Vec<&str> = ids.iter().map(|id| cluster.addr(*id)).collect();
+        let nodes: Vec<(u64, String)> = cluster
+            .running()
+            .into_iter()
+            .map(|id| (id, cluster.addr(id).to_string()))
+            .collect();
+        self.start_on(nodes, cluster.api_token.clone())
+    }
+
+    /// [`LoadSpec::start`] against the given `(id, host:port)` nodes (a cluster the harness did
+    /// not start).
+    pub fn start_on(&self, nodes: Vec<(u64, String)>, api_token: Option<String>) -> Load {
+        let ids: Vec<u64> = nodes.iter().map(|(id, _)| *id).collect();
+        let addrs: Vec<&str> = nodes.iter().map(|(_, addr)| addr.as_str()).collect();
         let counts = Arc::new(std::sync::Mutex::new(LoadCounts::default()));
         let observed = Arc::clone(&counts);
         let node_ids = ids.clone();
-        let client = raftpay_client::Client::new(&addrs, cluster.api_token.as_deref())
+        let client = raftpay_client::Client::new(&addrs, api_token.as_deref())
             .expect("load client")
             .with_follow_leader(false)
             .with_observer(move |attempted| {
