@@ -8,7 +8,7 @@
 //! Must never: retry on its own (the client does), or invent a new id for a request the user may
 //! be re-sending.
 //!
-//! Over 800 lines: about a third is its tests (argument parsing, output, exit codes), kept next to the parsers they pin down.
+//! Over 800 lines: about a quarter is its tests (argument parsing, output, exit codes), kept next to the parsers they pin down.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;

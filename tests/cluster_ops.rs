@@ -2,6 +2,8 @@
 //! a log purge catches up by snapshot; a new node joins as learner, is promoted and removed (also
 //! under load, through followers and through `scripts/cluster.sh`); a leader that loses its vote
 //! hands leadership over; the cluster secret guards `/raft/`; SIGTERM stops a node cleanly.
+//!
+//! Over 800 lines: one scenario per test, sharing the membership and load helpers at the top.
 
 mod common;
 
