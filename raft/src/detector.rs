@@ -17,8 +17,9 @@
 //! Two survivors campaigning at once can starve each other: openraft does not adopt the term of
 //! a vote request it refuses for a shorter log, so the voter with the longer log keeps choosing
 //! terms the other has already used. Hence a voter stands aside, for a while, when its log is
-//! behind what it knows to be committed, or when a candidate with a longer log asked it for its
-//! vote.
+//! behind what it knows to be committed, when a candidate with a longer log asked it for its
+//! vote, or when it has just granted its vote to another candidate (campaigning then would
+//! depose the candidate it elected a moment ago and cost an election timeout).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -189,12 +190,17 @@ pub async fn run(
         if last_log < committed() || heard.standing_aside() {
             continue;
         }
+        let term_before = metrics.borrow().current_term;
         let found = probe(leader_addr, options.local_ip).await;
         if found != Probe::Refused {
             continue;
         }
-        // The probe took time; the leader may have been replaced meanwhile.
-        if heard.silent() < wait {
+        // The probe took time: meanwhile a new leader may have spoken, or this node may have
+        // voted for another candidate (a new term). Campaigning now would depose or split it.
+        if heard.silent() < wait
+            || heard.standing_aside()
+            || metrics.borrow().current_term != term_before
+        {
             continue;
         }
         tracing::info!(

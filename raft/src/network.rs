@@ -376,7 +376,13 @@ impl RpcServer {
                     // Let the better candidate win: see `detector`.
                     self.heard.stand_aside(STAND_ASIDE);
                 }
-                Ok(reply(&self.raft.vote(request).await))
+                let result = self.raft.vote(request).await;
+                if matches!(&result, Ok(response) if response.vote_granted) {
+                    // This node just voted for another candidate: campaigning against it now
+                    // would only cost both of them the election (see `detector`).
+                    self.heard.stand_aside(STAND_ASIDE);
+                }
+                Ok(reply(&result))
             }
             ROUTE_SNAPSHOT => {
                 let request: SnapshotRequest = codec::decode(body)?;
