@@ -142,38 +142,31 @@ node_config() {
     fi
 }
 
-# Nodes 1-3 in a non-default data directory: the checked-in config with data_dir rewritten.
-config_base_generate() { # $1: node number
-    local template="cluster-configs/local-3/node$1.toml" config
-    config=$(node_config "$1")
+# Writes node N's config with `raftpay config init` (the one writer of node configs): the
+# settings of the checked-in config $2, this node's address and data directory, and the voters
+# given after it (none: a node that joins the running cluster as a learner and never founds a
+# cluster of its own).
+config_write() { # $1: node number, $2: template config, $3...: voter node numbers
+    local n=$1 template=$2 config voters=() m
+    shift 2
     [[ -f $template ]] || die "missing $template"
+    for m in "$@"; do voters+=(--voter "$m=127.0.0.1:$(node_port "$m")"); done
+    config=$(node_config "$n")
     mkdir -p "$configs_dir"
-    local base_addresses=() m
-    for m in "${BASE_NODES[@]}"; do
-        base_addresses+=(-e "s|\"127\.0\.0\.1:$((7000 + m))\"|\"127.0.0.1:$(node_port "$m")\"|g")
-    done
-    sed -e "s|^data_dir = \"[^\"]*\"|data_dir = \"$data_dir/node$1\"|" "${base_addresses[@]}" \
-        "$template" >"$config.tmp"
-    mv "$config.tmp" "$config"
+    "$bin" config init --node-id "$n" --http-addr "127.0.0.1:$(node_port "$n")" \
+        --data-dir "$data_dir/node$n" --from "$template" "${voters[@]}" --out "$config" --force ||
+        die "could not write $config"
 }
 
-# Nodes added later: node 1's config with this node's id, address and data dir, and no initial
-# voters, so that it never initializes a cluster of its own and waits for the leader instead.
+# Nodes 1-3 in a non-default data directory: the checked-in config with this data directory and
+# these ports.
+config_base_generate() { # $1: node number
+    config_write "$1" "cluster-configs/local-3/node$1.toml" "${BASE_NODES[@]}"
+}
+
+# Nodes added later: node 1's settings, this node's id, address and data dir, no initial voters.
 config_joiner_generate() { # $1: node number
-    local template="cluster-configs/local-3/node1.toml" config
-    config=$(node_config "$1")
-    [[ -f $template ]] || die "missing $template"
-    mkdir -p "$configs_dir"
-    # shellcheck disable=SC2016 # the backticks are text for the generated config
-    sed -e "s|^node_id = [0-9]*|node_id = $1|" \
-        -e "s|^http_addr = \"[^\"]*\"|http_addr = \"127.0.0.1:$(node_port "$1")\"|" \
-        -e "s|^data_dir = \"[^\"]*\"|data_dir = \"$data_dir/node$1\"|" \
-        -e '/^initial_voters = \[/,/^\]/c\
-# Added with `scripts/cluster.sh add`: joins the running cluster as a learner.\
-initial_voters = []' \
-        "$template" >"$config.tmp"
-    grep -q '^initial_voters = \[\]$' "$config.tmp" || die "could not generate $config"
-    mv "$config.tmp" "$config"
+    config_write "$1" "cluster-configs/local-3/node1.toml"
 }
 
 # Makes sure node N has a config; fails for an unknown node N >= 4 unless $2 is "generate".
@@ -607,8 +600,8 @@ cmd_kill_leader() {
 cmd_restart() { # $1: node number
     local n=$1
     data_dir_create
-    node_config_prepare "$n"
     binary_prepare
+    node_config_prepare "$n"
     [[ -z $(node_pid "$n") ]] || nodes_stop "$n"
     rm -f "$(node_pid_file "$n")"
     node_launch_check "$n"
@@ -630,12 +623,12 @@ cmd_logs() { # $1: node number, $2: follow (true/false)
 cmd_add() { # $1: node number
     local n=$1 other pid target
     data_dir_create
+    binary_prepare
     if is_base_node "$n"; then
         node_config_prepare "$n"
     else
         node_config_prepare "$n" generate
     fi
-    binary_prepare
     echo "data directory: $data_dir"
     other=$(node_other_running "$n") || die "no other running node answers; start the cluster first"
     pid=$(node_pid "$n")

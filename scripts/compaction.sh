@@ -34,16 +34,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-config() { # id mode_dir snapshot_every voters_line
-    cat <<EOF
-node_id = $1
-http_addr = "127.0.0.1:740$1"
-data_dir = "$2/node$1"
-[cluster]
-initial_voters = [$4]
-[raft]
-snapshot_logs_since_last = $3
-EOF
+config() { # id mode_dir snapshot_every [voter ids...]; writes mode_dir/node<id>.toml
+    local id=$1 dir=$2 every=$3 voters=() v
+    shift 3
+    for v in "$@"; do voters+=(--voter "$v=127.0.0.1:740$v"); done
+    "$bin" config init --node-id "$id" --http-addr "127.0.0.1:740$id" --data-dir "$dir/node$id" \
+        "${voters[@]}" --set "raft.snapshot_logs_since_last=$every" --out "$dir/node$id.toml" --force
 }
 
 mib() { python3 -c "print(f'{$1/1048576:.0f}')"; }
@@ -72,9 +68,8 @@ for mode in on off; do
     mkdir -p "$dir"
     every=$snapshot_every
     [ "$mode" = off ] && every=1000000000000
-    voters='{ id = 1, http_addr = "127.0.0.1:7401" }, { id = 2, http_addr = "127.0.0.1:7402" }, { id = 3, http_addr = "127.0.0.1:7403" }'
     for id in 1 2 3; do
-        config "$id" "$dir" "$every" "$voters" >"$dir/node$id.toml"
+        config "$id" "$dir" "$every" 1 2 3
         "$bin" serve --config "$dir/node$id.toml" >>"$dir/node$id.log" 2>&1 &
         pids+=($!)
     done
@@ -96,7 +91,7 @@ for mode in on off; do
         sizes+="$(du -sb "$dir/node$id" | cut -f1) "
     done
     # A brand-new node: added as learner, the call returns once it has caught up.
-    config 4 "$dir" "$every" "" >"$dir/node4.toml"
+    config 4 "$dir" "$every"
     "$bin" serve --config "$dir/node4.toml" >>"$dir/node4.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 50); do curl -s --max-time 1 http://127.0.0.1:7404/health >/dev/null && break; sleep 0.2; done

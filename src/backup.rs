@@ -10,18 +10,26 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use raftpay_raft::store::Backup;
 
-use crate::cli::ClientOpts;
 use crate::config::Config;
-use raftpay_client::node_base_url;
+use raftpay_client::{ApiRequest, Client, Delivery};
+use raftpay_tools::cli::ClientOpts;
 
-/// A backup builds a snapshot first; on a large ledger that takes a while.
+/// The default `--timeout`: a backup builds a snapshot first; on a large ledger that takes a
+/// while.
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest backup file taken: about 1,000 bytes per transfer, so several million transfers.
+const BACKUP_BYTES_MAX: usize = 8 << 30;
 
 #[derive(Debug, clap::Args)]
 pub struct BackupArgs {
     /// Where to write the backup file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Give up after this many seconds: retrying while no node can give a backup (down, no
+    /// leader), and waiting for one to build it (a large ledger takes a while).
+    #[arg(long, value_name = "SECONDS", default_value_t = BACKUP_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -34,62 +42,43 @@ pub struct RestoreArgs {
     pub configs: Vec<PathBuf>,
 }
 
-/// Downloads a backup from the first `--node` that answers.
+/// Downloads a backup through the client's retry loop: any `--node` will do (a node that is
+/// down or has no leader is skipped, a `503` retried after its hint), for up to `--timeout`.
 ///
 /// # Errors
-/// When no node answers with a valid backup, or the file cannot be written.
+/// When no node answers with a valid backup in time, a node refuses (401, ...), or the file
+/// cannot be written.
 pub async fn backup(opts: ClientOpts, args: BackupArgs) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(BACKUP_TIMEOUT)
-        .build()?;
-    let mut last_error = None;
-    for node in &opts.node {
-        let url = format!(
-            "{}/v1/backup",
-            node_base_url(node).map_err(|e| anyhow::anyhow!("{e:?}"))?
-        );
-        let mut request = http.get(&url);
-        if let Some(token) = &opts.token {
-            request = request.bearer_auth(token);
-        }
-        let response = match request.send().await {
-            Ok(response) if response.status().is_success() => response,
-            Ok(response) => {
-                last_error = Some(format!(
-                    "{url}: HTTP {}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                ));
-                continue;
-            }
-            Err(error) => {
-                last_error = Some(format!("{url}: {error}"));
-                continue;
-            }
-        };
-        let bytes = response
-            .bytes()
-            .await
-            .with_context(|| format!("reading {url}"))?;
-        let backup = Backup::from_bytes(&bytes)
-            .with_context(|| format!("backup from {url} does not verify"))?;
-        let temp = args.out.with_extension("partial");
-        std::fs::write(&temp, &bytes).with_context(|| format!("writing {}", temp.display()))?;
-        std::fs::rename(&temp, &args.out)?;
-        report(
-            &opts,
-            "backup",
-            &backup,
-            &args.out.display().to_string(),
-            bytes.len(),
-        );
-        return Ok(ExitCode::SUCCESS);
+    let client = Client::new(&opts.node, opts.token.as_deref())
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let timeout = Duration::from_secs(args.timeout);
+    let delivery = Delivery {
+        node_first: 0,
+        attempt_timeout: timeout,
+        deadline: tokio::time::Instant::now() + timeout,
+    };
+    let delivered = client
+        .download(&ApiRequest::backup(), delivery, BACKUP_BYTES_MAX)
+        .await
+        .map_err(|undelivered| anyhow::anyhow!("no node gave a backup: {}", undelivered.error))?;
+    let node = &client.nodes()[delivered.node_index];
+    let reply = delivered.reply;
+    if !reply.is_success() {
+        bail!("{node}: {}", reply.api_error());
     }
-    bail!(
-        "no node gave a backup: {}",
-        last_error.unwrap_or_else(|| "no node given".into())
-    )
+    let backup = Backup::from_bytes(&reply.bytes)
+        .with_context(|| format!("backup from {node} does not verify"))?;
+    let temp = args.out.with_extension("partial");
+    std::fs::write(&temp, &reply.bytes).with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, &args.out)?;
+    report(
+        &opts,
+        "backup",
+        &backup,
+        &args.out.display().to_string(),
+        reply.bytes.len(),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Seeds every config's data directory from the backup file.
@@ -210,16 +199,15 @@ mod tests {
     use super::*;
 
     fn config(id: u64, voters: &[u64]) -> Config {
-        let voters: Vec<String> = voters
+        let mut config = Config::new(id, format!("127.0.0.1:70{id:02}"), format!("d{id}"));
+        config.cluster.initial_voters = voters
             .iter()
-            .map(|v| format!("{{ id = {v}, http_addr = \"127.0.0.1:70{v:02}\" }}"))
+            .map(|&v| crate::config::Peer {
+                id: v,
+                http_addr: format!("127.0.0.1:70{v:02}"),
+            })
             .collect();
-        let text = format!(
-            "node_id = {id}\nhttp_addr = \"127.0.0.1:70{id:02}\"\ndata_dir = \"d{id}\"\n\
-             [cluster]\ninitial_voters = [{}]\n",
-            voters.join(", ")
-        );
-        toml::from_str(&text).expect("config")
+        config
     }
 
     #[test]

@@ -1,15 +1,11 @@
 //! The `raftpay` service: configuration, the HTTP API (with forwarding to the leader), metrics,
-//! the client library and CLI, and the benchmark tool. The replicated ledger itself is the
-//! `raftpay-raft` crate; this crate wires it to the network.
+//! backup and restore. The replicated ledger itself is the `raftpay-raft` crate; this crate wires
+//! it to the network. The client commands, bench and chaos suite are `raftpay-tools`.
 #![forbid(unsafe_code)]
 
 pub mod backup;
-pub mod bench;
-pub mod chaos;
-pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod observe;
-pub mod plot;
 pub mod server;

@@ -22,7 +22,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     #[command(flatten)]
-    client: raftpay::cli::ClientOpts,
+    client: raftpay_tools::cli::ClientOpts,
     /// Log output format (default: the config's `[log] format` for a node, else pretty).
     #[arg(long, value_enum, global = true)]
     log_format: Option<LogFormat>,
@@ -46,13 +46,16 @@ enum Command {
     },
     /// Load the cluster with transfers; measure throughput, latency and failover; check that
     /// money was conserved.
-    Bench(raftpay::bench::BenchArgs),
+    Bench(raftpay_tools::bench::BenchArgs),
     /// Download a consistent, checksummed backup of the ledger from a node.
     Backup(raftpay::backup::BackupArgs),
     /// Seed the (empty) data directories of a new cluster from a backup file.
     Restore(raftpay::backup::RestoreArgs),
     /// Run the chaos suite: a real 3-node cluster under faults, a recorded workload, a checker.
-    Chaos(raftpay::chaos::ChaosArgs),
+    Chaos(raftpay_tools::chaos::ChaosArgs),
+    /// Write or check node config files.
+    #[command(subcommand)]
+    Config(raftpay::config::ConfigCommand),
     /// Print what a stopped node's write-ahead log holds (vote, last index, purge and state
     /// checkpoint) as JSON; opening it checks every record.
     Inspect {
@@ -61,7 +64,7 @@ enum Command {
         data_dir: PathBuf,
     },
     #[command(flatten)]
-    Client(raftpay::cli::ClientCommand),
+    Client(raftpay_tools::cli::ClientCommand),
 }
 
 /// Logs go to stderr; the level comes from `RAFTPAY_LOG` (default `info` for a node, `warn` for
@@ -107,7 +110,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => {
             logging_init(cli.log_format, "warn");
-            raftpay::bench::run(cli.client, args).await
+            raftpay_tools::bench::run(cli.client, args).await
         }
         Command::Backup(args) => {
             logging_init(cli.log_format, "warn");
@@ -119,7 +122,11 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Chaos(args) => {
             logging_init(cli.log_format, "info,openraft=warn,sled=warn");
-            raftpay::chaos::run(args).await
+            raftpay_tools::chaos::run(args).await
+        }
+        Command::Config(command) => {
+            logging_init(cli.log_format, "warn");
+            raftpay::config::run(&command)
         }
         Command::Inspect { data_dir } => {
             logging_init(cli.log_format, "warn");
@@ -130,7 +137,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Client(command) => {
             logging_init(cli.log_format, "warn");
-            raftpay::cli::run(cli.client, command).await
+            raftpay_tools::cli::run(cli.client, command).await
         }
     }
 }

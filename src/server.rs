@@ -58,10 +58,10 @@ pub fn panic_hook_install() {
 pub async fn serve(config: Config) -> anyhow::Result<Served> {
     let started = Instant::now();
     // Bind first: a node that cannot serve must not join elections.
-    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+    let listener = tokio::net::TcpListener::bind(config.listen_address())
         .await
-        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
-    let node = Node::start(config.node_options())
+        .with_context(|| format!("cannot listen on {}", config.listen_address()))?;
+    let node = Node::start(crate::config::node_options(&config))
         .await
         .with_context(|| format!("cannot start node {}", config.node_id))?;
     let settings = Settings {
@@ -80,7 +80,7 @@ pub async fn serve(config: Config) -> anyhow::Result<Served> {
         Arc::new(Metrics::new(config.node_id)),
         settings,
     )?;
-    tracing::info!(node_id = config.node_id, http_addr = %config.http_addr, data_dir = %config.data_dir.display(), "node serving");
+    tracing::info!(node_id = config.node_id, http_addr = %config.http_addr, listen_addr = %config.listen_address(), data_dir = %config.data_dir.display(), "node serving");
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, http::router(app)).with_graceful_shutdown(async move {

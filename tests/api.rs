@@ -546,7 +546,7 @@ async fn cluster_health_ready_and_auth() {
         api_token: Some("s3cret".into()),
         ..Default::default()
     };
-    let secured = TestCluster::start_with(3, timing, "").await;
+    let secured = TestCluster::start_with(3, timing).await;
     let anonymous = secured
         .http
         .post(format!("http://{}/v1/accounts", secured.addr(1)))

@@ -132,8 +132,41 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_ledger() {
     );
     let source = ledger_of(&cluster, 1).await;
 
+    // Through the client's retry loop: a first --node that refuses connections is skipped, and
+    // the bytes written are the same backup.
+    let dead = format!("127.0.0.1:{}", common::free_port());
+    let out = dir.path().join("failover.bak");
+    let (ok, text) = raftpay(&[
+        "backup",
+        "--node",
+        &format!("{dead},{}", cluster.addr(1)),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "backup past a dead node failed: {text}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(dir.path().join("after.bak")).unwrap(),
+        "the same ledger gives the same backup file"
+    );
+    // No node that answers: the command gives up at its --timeout with the reason, and writes
+    // nothing.
+    let nothing = dir.path().join("nothing.bak");
+    let (ok, text) = raftpay(&[
+        "backup",
+        "--node",
+        &dead,
+        "--out",
+        nothing.to_str().unwrap(),
+        "--timeout",
+        "2",
+    ]);
+    assert!(!ok && text.contains("no node gave a backup"), "{text}");
+    assert!(!nothing.exists());
+
     // Restore into a new cluster's empty data directories, then start it.
-    let mut restored = TestCluster::prepare(3, Timing::default(), "");
+    let mut restored = TestCluster::prepare(3, Timing::default());
     let configs: Vec<String> = restored
         .nodes
         .values()
@@ -181,7 +214,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_ledger() {
     assert_eq!(status, 200);
 
     // The backup taken during the stream is a gap-free prefix: restore it too and check seqs.
-    let mut early = TestCluster::prepare(1, Timing::default(), "");
+    let mut early = TestCluster::prepare(1, Timing::default());
     let config = early.nodes[&1].config.display().to_string();
     let during_path = dir.path().join("during.bak");
     let (ok, text) = raftpay(&[
@@ -210,7 +243,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_ledger() {
     bytes[middle] ^= 0x40;
     let damaged = dir.path().join("damaged.bak");
     std::fs::write(&damaged, bytes).unwrap();
-    let fresh = TestCluster::prepare(1, Timing::default(), "");
+    let fresh = TestCluster::prepare(1, Timing::default());
     let fresh_config = fresh.nodes[&1].config.display().to_string();
     let (ok, text) = raftpay(&[
         "restore",
@@ -236,7 +269,7 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_ledger() {
 
 /// Restores `backup` into the data dirs of a new `n`-voter cluster (not started).
 fn restore_new_cluster(backup: &Path, n: u64, timing: Timing) -> TestCluster {
-    let cluster = TestCluster::prepare(n, timing, "");
+    let cluster = TestCluster::prepare(n, timing);
     let mut args = vec![
         "restore".to_string(),
         "--from".to_string(),

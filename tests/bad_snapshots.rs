@@ -77,7 +77,7 @@ async fn a_follower_refuses_bad_snapshots_keeps_serving_and_still_installs_a_sou
         logs_kept_behind_snapshot: 10,
         ..Timing::default()
     };
-    let mut cluster = TestCluster::start_with(3, timing, "").await;
+    let mut cluster = TestCluster::start_with(3, timing).await;
     let leader = cluster.leader_wait(Duration::from_secs(30)).await;
     let follower = cluster
         .running()

@@ -6,8 +6,8 @@ mod common;
 
 use clap::Parser;
 use common::TestCluster;
-use raftpay::bench::{BenchArgs, Verdict};
-use raftpay::cli::ClientOpts;
+use raftpay_tools::bench::{BenchArgs, Verdict};
+use raftpay_tools::cli::ClientOpts;
 
 /// The bench's options as the binary parses them: global client options plus `bench` args.
 #[derive(Parser)]
@@ -54,7 +54,7 @@ async fn single_transfers_are_acknowledged_and_money_is_conserved() {
     );
 
     tracing::info!("running the bench");
-    let exit = raftpay::bench::run(cli.client.clone(), cli.bench.clone())
+    let exit = raftpay_tools::bench::run(cli.client.clone(), cli.bench.clone())
         .await
         .expect("bench runs");
     assert_eq!(exit, std::process::ExitCode::SUCCESS);
@@ -80,7 +80,7 @@ async fn batches_are_acknowledged_and_money_is_conserved() {
     let cluster = TestCluster::start(3).await;
     let cli = bench_cli(&cluster, "2", &["--batch", "50"]);
 
-    let report = raftpay::bench::execute(&cli.client, &cli.bench)
+    let report = raftpay_tools::bench::execute(&cli.client, &cli.bench)
         .await
         .expect("bench runs");
 

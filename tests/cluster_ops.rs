@@ -46,7 +46,7 @@ async fn a_node_down_past_a_purge_catches_up_by_snapshot() {
     // Goal: a follower that missed purged log entries is brought back by a snapshot install,
     // and survives a restart afterwards. Method: stop node 3, write 300 transfers with a low
     // snapshot threshold, check the leader purged past node 3's log, restart node 3, converge.
-    let mut cluster = TestCluster::start_with(3, snapshot_often(), "").await;
+    let mut cluster = TestCluster::start_with(3, snapshot_often()).await;
     let leader = cluster.leader_wait(Duration::from_secs(10)).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
     for (id, overdraft) in [("bank", true), ("alice", false)] {
@@ -99,7 +99,7 @@ async fn a_node_down_past_a_purge_catches_up_by_snapshot() {
 async fn a_new_node_joins_as_learner_is_promoted_and_removed() {
     // Goal: the membership endpoints work from any node while the cluster serves. Method: add
     // node 4 as learner (it catches up by snapshot), promote it, check it votes, remove it.
-    let mut cluster = TestCluster::start_with(3, snapshot_often(), "").await;
+    let mut cluster = TestCluster::start_with(3, snapshot_often()).await;
     for (id, overdraft) in [("bank", true), ("alice", false)] {
         assert_eq!(
             cluster
@@ -198,7 +198,7 @@ async fn raft_routes_need_the_secret_and_sigterm_stops_cleanly() {
         secret: Some("cluster-s3cret".into()),
         ..Timing::default()
     };
-    let mut cluster = TestCluster::start_with(3, timing, "").await;
+    let mut cluster = TestCluster::start_with(3, timing).await;
     assert_eq!(
         cluster
             .post(1, "/v1/accounts", account_body("bank", "CNY", true))
@@ -292,7 +292,7 @@ async fn a_dead_node_is_replaced_while_payments_flow() {
     // transfers; SIGKILL node 3; add node 4 as learner, make {1,2,4} the voters, remove node 3;
     // then check every acknowledged transfer on the new node, its state hash, and that node 3
     // no longer counts (killing one more of {1,2,4} still leaves a quorum of two).
-    let mut cluster = TestCluster::start_with(3, snapshot_often(), "").await;
+    let mut cluster = TestCluster::start_with(3, snapshot_often()).await;
     for (id, overdraft) in [("bank", true), ("alice", false)] {
         assert_eq!(
             cluster
@@ -386,7 +386,7 @@ async fn snapshots_are_built_and_installed_while_payments_flow() {
     // Method: snapshot every 50 entries; 4 writers throughout; kill a follower, wait for the
     // leader to purge past it and to build more snapshots, restart it, wait until it installed
     // a snapshot and applies live entries; stop the load, converge, read every transfer back.
-    let mut cluster = TestCluster::start_with(3, snapshot_often(), "").await;
+    let mut cluster = TestCluster::start_with(3, snapshot_often()).await;
     let leader = cluster.leader_wait(Duration::from_secs(10)).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
     let load = common::Load::start(&cluster, 4).await;
@@ -542,7 +542,7 @@ async fn membership_changes_through_a_follower_succeed_under_load() {
     // same membership entry), with another address (409, membership unchanged); start node 4
     // and follow its progress in the leader's /v1/cluster; promote it, remove it, each through a
     // follower. Then every acknowledged transfer is read back and the balances add up.
-    let mut cluster = TestCluster::start_with(3, snapshot_often(), "").await;
+    let mut cluster = TestCluster::start_with(3, snapshot_often()).await;
     let spec = LoadSpec::new("load", 6);
     spec.accounts_create(&cluster).await;
     let load = spec.start(&cluster);
@@ -681,7 +681,7 @@ async fn a_leader_that_loses_its_vote_hands_over_leadership_promptly() {
     // follower; poll until another voter leads and the old leader follows it as a learner.
     // Then remove the new leader through a follower; poll until a remaining voter leads. Stop
     // the load, converge, read every acknowledged transfer back and check the balances.
-    let mut cluster = TestCluster::start_with(3, snapshot_often(), "").await;
+    let mut cluster = TestCluster::start_with(3, snapshot_often()).await;
     let addr = cluster.node_prepare(4, &snapshot_often());
     cluster.spawn(4);
     let (status, body) = cluster

@@ -101,7 +101,7 @@ async fn a_node_with_a_flipped_byte_in_its_log_refuses_to_start_and_is_rebuilt_f
     // non-zero naming the segment), then follow the README: remove 3, wipe its data dir, start
     // it with no initial_voters, add it as learner, promote it, write more, compare state hashes.
     let timing = patient();
-    let mut cluster = TestCluster::start_with(3, timing.clone(), "").await;
+    let mut cluster = TestCluster::start_with(3, timing.clone()).await;
     ledger_seed(&cluster, 40).await;
     cluster.converged_wait(Duration::from_secs(20)).await;
     cluster.stop(3);
@@ -169,7 +169,7 @@ async fn a_node_with_a_flipped_byte_in_its_snapshot_file_refuses_to_start() {
         logs_kept_behind_snapshot: 5,
         ..patient()
     };
-    let mut cluster = TestCluster::start_with(3, timing, "").await;
+    let mut cluster = TestCluster::start_with(3, timing).await;
     ledger_seed(&cluster, 60).await;
     let snapshot_dir = cluster.data_dir(3).join("snapshot");
     common::eventually(Duration::from_secs(30), "a snapshot on node 3", || async {
@@ -196,7 +196,7 @@ async fn a_node_with_a_flipped_byte_in_its_state_database_refuses_to_start() {
     // then finds its state behind its last checkpoint (or sled panics, or a page fails its
     // checksum when the state is read whole) and refuses. Method: 40 transfers, stop node 3
     // cleanly (a checkpoint), flip a byte halfway through the written part of `state/db`, start.
-    let mut cluster = TestCluster::start_with(3, patient(), "").await;
+    let mut cluster = TestCluster::start_with(3, patient()).await;
     ledger_seed(&cluster, 40).await;
     cluster.converged_wait(Duration::from_secs(20)).await;
     cluster.stop(3);

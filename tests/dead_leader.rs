@@ -63,7 +63,7 @@ async fn a_killed_leader_is_replaced_once_its_lease_runs_out() {
     // Goal: after a crash the survivors elect a new leader right after the lease, without also
     // waiting out an election timeout. Method: SIGKILL the leader; time until both survivors
     // name a new leader. openraft alone needs lease + election timeout >= 6.9 s here.
-    let mut cluster = TestCluster::start_with(3, slow_timing(), "").await;
+    let mut cluster = TestCluster::start_with(3, slow_timing()).await;
     let old = cluster.leader_wait(Duration::from_secs(30)).await;
     let (status, body) = cluster
         .post(old, "/v1/accounts", account_body("bank", "CNY", true))
@@ -99,7 +99,7 @@ async fn a_paused_leader_is_not_deposed_early() {
     // left to openraft's timers, so a slow leader never causes an early election. Method: pause
     // the leader; well past its lease, the survivors must still be in the old term; later the
     // normal timers elect a new leader, and the old one, resumed, follows it.
-    let cluster = TestCluster::start_with(3, slow_timing(), "").await;
+    let cluster = TestCluster::start_with(3, slow_timing()).await;
     let old = cluster.leader_wait(Duration::from_secs(30)).await;
     let survivors: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
     let (term_before, _) = term_leader(&cluster, survivors[0])

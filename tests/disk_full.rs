@@ -157,13 +157,10 @@ async fn a_leader_on_a_full_disk_refuses_writes_loses_nothing_and_catches_up_aft
     let timing = Timing {
         // No snapshot while the disk fills: only the log and the state grow.
         snapshot_logs_since_last: 1_000_000,
+        configure: |config| config.storage.disk_reserve_bytes = RESERVE_BYTES,
         ..Timing::default()
     };
-    let mut cluster = TestCluster::prepare(
-        3,
-        timing,
-        &format!("\n[storage]\ndisk_reserve_bytes = {RESERVE_BYTES}\n"),
-    );
+    let mut cluster = TestCluster::prepare(3, timing);
     let tmpfs = Tmpfs::mount(&cluster.dir.path().join("node1"), "48m");
     cluster.start_prepared().await;
     cluster.leader_make(1, Duration::from_secs(60)).await;

@@ -103,9 +103,10 @@ async fn request_log_lines_are_json_with_node_and_transfer_ids_under_concurrent_
     // and each transfer is logged where it was sent, posted with the seq its client was told.
     let timing = Timing {
         log_filter: "info,raftpay=debug,openraft=warn".into(),
+        configure: |config| config.log.format = raftpay::config::LogFormatConfig::Json,
         ..Timing::default()
     };
-    let cluster = TestCluster::start_with(3, timing, "\n[log]\nformat = \"json\"\n").await;
+    let cluster = TestCluster::start_with(3, timing).await;
     assert_eq!(
         cluster
             .post(1, "/v1/accounts", account_body("bank", "CNY", true))

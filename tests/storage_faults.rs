@@ -77,7 +77,7 @@ async fn fault_observe(
 /// Starts a cluster whose node `faulty` runs with `RAFTPAY_FAULT=fault`; with `lead`, makes it
 /// the leader first.
 async fn cluster_with_fault(faulty: u64, fault: &str, lead: bool) -> TestCluster {
-    let mut cluster = TestCluster::prepare(3, Timing::default(), "");
+    let mut cluster = TestCluster::prepare(3, Timing::default());
     cluster.node_env(faulty, "RAFTPAY_FAULT", Some(fault));
     cluster.start_prepared().await;
     if lead {

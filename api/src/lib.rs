@@ -5,6 +5,7 @@
 //! answers from these types; `raftpay-client` sends [`ApiRequest`]s and decodes the answers.
 #![forbid(unsafe_code)]
 
+pub mod inspect;
 pub mod request;
 pub mod rules;
 pub mod types;

@@ -101,6 +101,11 @@ impl ApiRequest {
         Self::get("/v1/cluster".to_owned())
     }
 
+    /// `GET /v1/backup`: a binary answer (see `raftpay-client`'s `Client::download`).
+    pub fn backup() -> Self {
+        Self::get("/v1/backup".to_owned())
+    }
+
     /// `POST /v1/cluster/learners`.
     pub fn add_learner(id: u64, http_addr: &str) -> Self {
         let body = NewLearner {

@@ -95,10 +95,13 @@ pub fn node_base_url(address: &str) -> Result<String, ClientError> {
 }
 
 /// A definite answer from one node: a 2xx or 4xx status and the body as sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reply {
     pub status: u16,
+    /// The body as text (empty for the 2xx answer of a [`Client::download`]).
     pub body: String,
+    /// The raw body of a [`Client::download`]'s 2xx answer; empty otherwise.
+    pub bytes: Vec<u8>,
 }
 
 impl Reply {
@@ -515,7 +518,10 @@ impl Client {
     /// `Decode` for a body over the size cap.
     pub async fn send_to(&self, node: &str, request: &ApiRequest) -> Result<Reply, ClientError> {
         let base = node_base_url(node)?;
-        match self.attempt(&base, request, self.request_timeout).await? {
+        match self
+            .attempt(&base, request, self.request_timeout, BodyKind::Text)
+            .await?
+        {
             Attempt::Answered(reply, _) => Ok(reply),
             Attempt::Failed { reason, .. } => Err(ClientError::Unavailable {
                 last: format!("{base}: {reason}"),
@@ -554,6 +560,30 @@ impl Client {
         request: &ApiRequest,
         delivery: Delivery,
     ) -> Result<Delivered, Undelivered> {
+        self.deliver_as(request, delivery, BodyKind::Text).await
+    }
+
+    /// [`Client::deliver`] for a binary answer of up to `bytes_max` bytes (a backup): the 2xx
+    /// body comes back as [`Reply::bytes`], error answers as text.
+    ///
+    /// # Errors
+    /// As [`Client::deliver`]; `Decode` when the body exceeds `bytes_max`.
+    pub async fn download(
+        &self,
+        request: &ApiRequest,
+        delivery: Delivery,
+        bytes_max: usize,
+    ) -> Result<Delivered, Undelivered> {
+        self.deliver_as(request, delivery, BodyKind::Binary { bytes_max })
+            .await
+    }
+
+    async fn deliver_as(
+        &self,
+        request: &ApiRequest,
+        delivery: Delivery,
+        kind: BodyKind,
+    ) -> Result<Delivered, Undelivered> {
         let n_nodes = self.nodes.len();
         let node_first = delivery.node_first % n_nodes;
         let mut backoff = BACKOFF_MIN;
@@ -570,7 +600,7 @@ impl Client {
             let base = &self.nodes[node_index];
             let timeout = delivery.attempt_timeout.min(remaining);
             attempts = attempts.saturating_add(1);
-            let outcome = match self.attempt(base, request, timeout).await {
+            let outcome = match self.attempt(base, request, timeout, kind).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     return Err(Undelivered {
@@ -651,7 +681,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<Reply, ClientError> {
         let base = &self.nodes[node_index % self.nodes.len()];
-        match self.attempt(base, request, timeout).await? {
+        match self.attempt(base, request, timeout, BodyKind::Text).await? {
             Attempt::Answered(reply, _)
             | Attempt::Failed {
                 reply: Some(reply), ..
@@ -675,6 +705,7 @@ impl Client {
         base: &str,
         request: &ApiRequest,
         timeout: Duration,
+        kind: BodyKind,
     ) -> Result<Attempt, ClientError> {
         let url = format!("{base}{}", request.path);
         let mut builder = self
@@ -699,16 +730,31 @@ impl Client {
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
         let leader = self.leader_index(response.headers());
-        let body = match body_read_capped(response).await {
-            Ok(body) => body,
+        let bytes_max = match kind {
+            BodyKind::Binary { bytes_max } if (200..300).contains(&status) => bytes_max,
+            _ => RESPONSE_BODY_BYTES_MAX,
+        };
+        let bytes = match body_read_capped(response, bytes_max).await {
+            Ok(bytes) => bytes,
             Err(BodyError::TooLarge) => {
                 return Err(ClientError::Decode(format!(
-                    "HTTP {status} body from {base} exceeds {RESPONSE_BODY_BYTES_MAX} bytes"
+                    "HTTP {status} body from {base} exceeds {bytes_max} bytes"
                 )));
             }
             Err(BodyError::Transport(error)) => return Ok(failed(transport_reason(&error), None)),
         };
-        let reply = Reply { status, body };
+        let reply = match kind {
+            BodyKind::Binary { .. } if (200..300).contains(&status) => Reply {
+                status,
+                body: String::new(),
+                bytes,
+            },
+            _ => Reply {
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+                bytes: Vec::new(),
+            },
+        };
         if is_definite(status) {
             return Ok(Attempt::Answered(reply, leader));
         }
@@ -802,20 +848,32 @@ fn transport_reason(error: &reqwest::Error) -> String {
     format!("{kind}: {cause}")
 }
 
+/// How an attempt reads the answer's body.
+#[derive(Debug, Clone, Copy)]
+enum BodyKind {
+    /// Text (JSON), up to `RESPONSE_BODY_BYTES_MAX`.
+    Text,
+    /// A 2xx body kept as bytes, up to `bytes_max`; error answers as text.
+    Binary { bytes_max: usize },
+}
+
 enum BodyError {
     TooLarge,
     Transport(reqwest::Error),
 }
 
-async fn body_read_capped(mut response: reqwest::Response) -> Result<String, BodyError> {
+async fn body_read_capped(
+    mut response: reqwest::Response,
+    bytes_max: usize,
+) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
-        if body.len() + chunk.len() > RESPONSE_BODY_BYTES_MAX {
+        if body.len() + chunk.len() > bytes_max {
             return Err(BodyError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ fn standard_error_bodies_decode_to_api_errors() {
     let reply = Reply {
         status: 422,
         body: r#"{"error":{"code":"insufficient_funds","message":"alice has 0"}}"#.into(),
+        bytes: Vec::new(),
     };
     assert_eq!(
         reply.decode::<Transfer>(),
@@ -109,6 +110,7 @@ fn non_standard_error_bodies_keep_status_and_text() {
     let reply = Reply {
         status: 405,
         body: String::new(),
+        bytes: Vec::new(),
     };
     assert_eq!(
         reply.api_error(),
@@ -121,6 +123,7 @@ fn non_standard_error_bodies_keep_status_and_text() {
     let reply = Reply {
         status: 415,
         body: "Expected JSON".into(),
+        bytes: Vec::new(),
     };
     assert!(
         matches!(reply.api_error(), ClientError::Api { message, .. } if message == "Expected JSON")
@@ -132,6 +135,7 @@ fn malformed_success_bodies_are_decode_errors() {
     let reply = Reply {
         status: 200,
         body: r#"{"id":"a"}"#.into(),
+        bytes: Vec::new(),
     };
     assert!(matches!(
         reply.decode::<Account>(),
@@ -147,6 +151,7 @@ fn cluster_status_tolerates_extra_fields_and_null_indexes() {
     let reply = Reply {
         status: 200,
         body: body.into(),
+        bytes: Vec::new(),
     };
     let status: ClusterStatus = reply.decode().unwrap();
     assert_eq!(status.leader_id, None);
@@ -181,13 +186,23 @@ struct Seen {
 }
 
 /// A canned response; `None` means accept the connection and never answer.
-type Canned = Option<String>;
+type Canned = Option<Vec<u8>>;
 
 fn canned(status: u16, extra_headers: &str, body: &str) -> Canned {
     Some(format!(
         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{extra_headers}\r\n{body}",
         body.len()
-    ))
+    ).into_bytes())
+}
+
+fn canned_binary(body: &[u8]) -> Canned {
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body);
+    Some(response)
 }
 
 /// Serves `responses` in order, one per connection, and records each request.
@@ -203,7 +218,7 @@ async fn canned_server(responses: Vec<Canned>) -> (String, Arc<Mutex<Vec<Seen>>>
             let request = read_request(&mut stream).await;
             seen_server.lock().unwrap().push(request);
             match response {
-                Some(text) => stream.write_all(text.as_bytes()).await.unwrap(),
+                Some(bytes) => stream.write_all(&bytes).await.unwrap(),
                 // Hold the connection open, silent, until the client gives up.
                 None => tokio::time::sleep(Duration::from_secs(30)).await,
             }
@@ -334,6 +349,64 @@ async fn deliver_and_the_observer_see_every_attempt() {
             (0, 2, None, false, true),
             (1, 3, Some(201), true, false),
         ]
+    );
+}
+
+/// Goal: a binary download (a backup) goes through the same retry loop and comes back byte for
+/// byte; an error answer stays text; a body over the limit is refused. Method: node A refuses
+/// connections, node B answers 503 and then a body that is not UTF-8.
+#[tokio::test]
+async fn a_download_fails_over_and_keeps_the_bytes() {
+    let body: Vec<u8> = (0..=255_u8).rev().cycle().take(10_000).collect();
+    assert!(String::from_utf8(body.clone()).is_err());
+    let refused = refusing_address().await;
+    let (server, seen) = canned_server(vec![
+        canned(503, "retry-after: 0\r\n", UNAVAILABLE_BODY),
+        canned_binary(&body),
+        canned(
+            401,
+            "",
+            r#"{"error":{"code":"unauthorized","message":"token"}}"#,
+        ),
+        canned_binary(&body),
+    ])
+    .await;
+    let client = Client::new(&[refused, server], None).unwrap();
+    let delivery = || Delivery {
+        node_first: 0,
+        attempt_timeout: Duration::from_secs(2),
+        deadline: Instant::now() + Duration::from_secs(5),
+    };
+    let delivered = client
+        .download(&ApiRequest::backup(), delivery(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(delivered.reply.status, 200);
+    assert_eq!(delivered.reply.bytes, body, "the bytes as sent");
+    assert_eq!(delivered.node_index, 1);
+    assert_eq!(
+        seen.lock().unwrap()[1].request_line,
+        "GET /v1/backup HTTP/1.1"
+    );
+
+    let refusal = client
+        .download(&ApiRequest::backup(), delivery(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(refusal.reply.status, 401);
+    assert!(refusal.reply.bytes.is_empty());
+    assert!(
+        matches!(refusal.reply.api_error(), ClientError::Api { code, .. } if code == "unauthorized")
+    );
+
+    let too_large = client
+        .download(&ApiRequest::backup(), delivery(), body.len() - 1)
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(&too_large.error, ClientError::Decode(message) if message.contains("exceeds")),
+        "{:?}",
+        too_large.error
     );
 }
 

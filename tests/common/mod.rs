@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use raftpay::config::{Config, Peer, RaftConfig};
 use raftpay_client::{ApiRequest, Delivery, Method};
 use serde_json::{json, Value};
 
@@ -50,20 +51,25 @@ pub struct Timing {
     /// can wait seconds behind the writeback of other tests' files, and these tests check
     /// outcomes, not commit latency (the bench measures that).
     pub write_timeout_ms: u64,
+    /// Any other change to every node's config (e.g. `|config| config.log.format = ...`).
+    pub configure: fn(&mut Config),
 }
 
 impl Default for Timing {
+    /// The shipped defaults (`RaftConfig::default()`), but for the longer write timeout.
     fn default() -> Self {
+        let shipped = RaftConfig::default();
         Timing {
-            heartbeat_ms: 50,
-            election_min_ms: 200,
-            election_max_ms: 400,
-            snapshot_logs_since_last: 20_000,
-            logs_kept_behind_snapshot: 1_000,
+            heartbeat_ms: shipped.heartbeat_interval_ms,
+            election_min_ms: shipped.election_timeout_min_ms,
+            election_max_ms: shipped.election_timeout_max_ms,
+            snapshot_logs_since_last: shipped.snapshot_logs_since_last,
+            logs_kept_behind_snapshot: shipped.logs_kept_behind_snapshot,
             api_token: None,
             secret: None,
             log_filter: "info,openraft=warn".into(),
             write_timeout_ms: 15_000,
+            configure: |_| {},
         }
     }
 }
@@ -99,52 +105,52 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-fn config_text(
+/// Writes node `id`'s config file with `Config`, the one writer of node configs.
+fn config_write(
+    path: &std::path::Path,
     id: u64,
     addr: &str,
     data_dir: &std::path::Path,
     voters: &[(u64, String)],
     timing: &Timing,
-    extra: &str,
-) -> String {
-    let voters: Vec<String> = voters
+) {
+    let mut config = Config::new(id, addr, data_dir);
+    config.cluster.initial_voters = voters
         .iter()
-        .map(|(id, addr)| format!("{{ id = {id}, http_addr = \"{addr}\" }}"))
+        .map(|(id, addr)| Peer {
+            id: *id,
+            http_addr: addr.clone(),
+        })
         .collect();
-    format!(
-        "node_id = {id}\nhttp_addr = \"{addr}\"\ndata_dir = \"{}\"\n\n[cluster]\ninitial_voters = [{}]\n{}\n\
-         [raft]\nheartbeat_interval_ms = {}\nelection_timeout_min_ms = {}\nelection_timeout_max_ms = {}\n\
-         snapshot_logs_since_last = {}\nlogs_kept_behind_snapshot = {}\nwrite_timeout_ms = {}\n\n\
-         [http]\nforward_timeout_ms = {}\n{}{extra}",
-        data_dir.display(),
-        voters.join(", "),
-        timing.secret.as_ref().map_or(String::new(), |secret| format!("secret = \"{secret}\"\n")),
-        timing.heartbeat_ms,
-        timing.election_min_ms,
-        timing.election_max_ms,
-        timing.snapshot_logs_since_last,
-        timing.logs_kept_behind_snapshot,
-        timing.write_timeout_ms,
-        timing.write_timeout_ms + 5_000,
-        timing.api_token.as_ref().map_or(String::new(), |t| format!("api_token = \"{t}\"\n")),
-    )
+    config.cluster.secret.clone_from(&timing.secret);
+    config.raft.heartbeat_interval_ms = timing.heartbeat_ms;
+    config.raft.election_timeout_min_ms = timing.election_min_ms;
+    config.raft.election_timeout_max_ms = timing.election_max_ms;
+    config.raft.snapshot_logs_since_last = timing.snapshot_logs_since_last;
+    config.raft.logs_kept_behind_snapshot = timing.logs_kept_behind_snapshot;
+    config.raft.write_timeout_ms = timing.write_timeout_ms;
+    // Longer than the write timeout, so that a follower waits for the leader's answer.
+    config.http.forward_timeout_ms = timing.write_timeout_ms + 5_000;
+    config.http.api_token.clone_from(&timing.api_token);
+    (timing.configure)(&mut config);
+    config.write(path).expect("write config");
 }
 
 impl TestCluster {
     /// Starts `n` voters and waits until they agree on a leader.
     pub async fn start(n: u64) -> TestCluster {
-        Self::start_with(n, Timing::default(), "").await
+        Self::start_with(n, Timing::default()).await
     }
 
-    /// Starts `n` voters with `timing`; `extra` is appended to every config file.
-    pub async fn start_with(n: u64, timing: Timing, extra: &str) -> TestCluster {
-        let mut cluster = Self::prepare(n, timing, extra);
+    /// Starts `n` voters with `timing`.
+    pub async fn start_with(n: u64, timing: Timing) -> TestCluster {
+        let mut cluster = Self::prepare(n, timing);
         cluster.start_prepared().await;
         cluster
     }
 
     /// Writes the configs of `n` voters without starting them.
-    pub fn prepare(n: u64, timing: Timing, extra: &str) -> TestCluster {
+    pub fn prepare(n: u64, timing: Timing) -> TestCluster {
         tracing_init();
         let dir = tempfile::tempdir().expect("temp dir");
         let voters: Vec<(u64, String)> = (1..=n)
@@ -154,11 +160,7 @@ impl TestCluster {
         for (id, addr) in &voters {
             let data_dir = dir.path().join(format!("node{id}"));
             let config = dir.path().join(format!("node{id}.toml"));
-            std::fs::write(
-                &config,
-                config_text(*id, addr, &data_dir, &voters, &timing, extra),
-            )
-            .expect("write config");
+            config_write(&config, *id, addr, &data_dir, &voters, &timing);
             let log = dir.path().join(format!("node{id}.log"));
             nodes.insert(
                 *id,
@@ -200,8 +202,7 @@ impl TestCluster {
         let addr = format!("127.0.0.1:{}", free_port());
         let data_dir = self.dir.path().join(format!("node{id}"));
         let config = self.dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&config, config_text(id, &addr, &data_dir, &[], timing, ""))
-            .expect("write config");
+        config_write(&config, id, &addr, &data_dir, &[], timing);
         let log = self.dir.path().join(format!("node{id}.log"));
         self.nodes.insert(
             id,

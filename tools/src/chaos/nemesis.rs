@@ -16,7 +16,7 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::cluster::{Cluster, ELECTION_MAX_MS, NODES};
+use super::cluster::{election_timeout_max, Cluster, NODES};
 use super::history::{FaultEvent, FaultKind};
 use super::workload::Recorder;
 
@@ -123,7 +123,7 @@ fn hold(kind: FaultKind, fraction: f64) -> Duration {
     let hold = Duration::from_secs_f64(min_s + span_s * fraction.clamp(0.0, 1.0));
     if kind == FaultKind::PauseLeader {
         // Longer than the election timeout, whatever the numbers above become.
-        return hold.max(Duration::from_millis(3 * ELECTION_MAX_MS));
+        return hold.max(3 * election_timeout_max());
     }
     hold
 }
@@ -142,7 +142,7 @@ pub struct DurableFloor {
 
 impl DurableFloor {
     /// How `kept` (the node's log read after the cut) falls short of this floor.
-    pub fn violations(&self, node: u64, kept: &raftpay_raft::store::LogInspection) -> Vec<String> {
+    pub fn violations(&self, node: u64, kept: &raftpay_api::inspect::LogInspection) -> Vec<String> {
         let mut problems = Vec::new();
         if kept.vote_term < self.term {
             problems.push(format!(
@@ -413,9 +413,7 @@ mod tests {
     #[test]
     fn a_pause_outlasts_the_election_timeout() {
         for fraction in [0.0, 0.5, 1.0] {
-            assert!(
-                hold(FaultKind::PauseLeader, fraction) > Duration::from_millis(ELECTION_MAX_MS)
-            );
+            assert!(hold(FaultKind::PauseLeader, fraction) > election_timeout_max());
         }
     }
 

@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use raftpay_client::{ApiRequest, Client, Delivery, Method, Reply, Transport};
+use raftpay_config::{Config, Peer, RaftConfig};
 
 /// Number of nodes in a chaos cluster.
 pub const NODES: u64 = 3;
@@ -33,10 +34,14 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between polls while waiting for a condition.
 const POLL_PAUSE: Duration = Duration::from_millis(50);
 
-/// Raft timing of the chaos nodes (the shipped defaults).
-pub const HEARTBEAT_MS: u64 = 50;
-pub const ELECTION_MIN_MS: u64 = 200;
-pub const ELECTION_MAX_MS: u64 = 400;
+/// The chaos nodes run with the shipped Raft timing (`RaftConfig::default()`), but for more
+/// frequent snapshots, so that faults also hit snapshot building and installing.
+const SNAPSHOT_LOGS_SINCE_LAST: u64 = 5_000;
+
+/// The chaos nodes' leader lease (`election_timeout_max_ms`): the shipped default.
+pub fn election_timeout_max() -> Duration {
+    Duration::from_millis(RaftConfig::default().election_timeout_max_ms)
+}
 
 /// The address of node `id`: 127.0.0.`id`.
 pub fn node_ip(id: u64) -> Ipv4Addr {
@@ -374,23 +379,19 @@ fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-fn toml_string(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
-}
-
-fn config_text(id: u64, addr: &str, data_dir: &Path, voters: &[(u64, String)]) -> String {
-    let voters: Vec<String> = voters
+/// Node `id`'s config, written by `Config` (the one writer of node configs).
+fn config_of(id: u64, addr: &str, data_dir: &Path, voters: &[(u64, String)]) -> Config {
+    let mut config = Config::new(id, addr, data_dir);
+    config.cluster.initial_voters = voters
         .iter()
-        .map(|(id, addr)| format!("{{ id = {id}, http_addr = {} }}", toml_string(addr)))
+        .map(|(id, addr)| Peer {
+            id: *id,
+            http_addr: addr.clone(),
+        })
         .collect();
-    format!(
-        "node_id = {id}\nhttp_addr = {}\ndata_dir = {}\n\n[cluster]\ninitial_voters = [{}]\nbind_outgoing = true\n\n\
-         [raft]\nheartbeat_interval_ms = {HEARTBEAT_MS}\nelection_timeout_min_ms = {ELECTION_MIN_MS}\n\
-         election_timeout_max_ms = {ELECTION_MAX_MS}\nsnapshot_logs_since_last = 5000\nlogs_kept_behind_snapshot = 1000\n",
-        toml_string(addr),
-        toml_string(&data_dir.display().to_string()),
-        voters.join(", "),
-    )
+    config.cluster.bind_outgoing = true;
+    config.raft.snapshot_logs_since_last = SNAPSHOT_LOGS_SINCE_LAST;
+    config
 }
 
 impl Cluster {
@@ -438,8 +439,9 @@ impl Cluster {
         let mut nodes = BTreeMap::new();
         for (id, addr) in &voters {
             let config = dir.join(format!("node{id}.toml"));
-            let text = config_text(*id, addr, &dir.join(format!("node{id}")), &voters);
-            std::fs::write(&config, text).with_context(|| format!("write {}", config.display()))?;
+            config_of(*id, addr, &dir.join(format!("node{id}")), &voters)
+                .write(&config)
+                .with_context(|| format!("write {}", config.display()))?;
             nodes.insert(
                 *id,
                 NodeProcess {
@@ -732,7 +734,7 @@ impl Cluster {
     ///
     /// # Errors
     /// When the node has no known data directory, or its log cannot be opened.
-    pub async fn inspect(&self, id: u64) -> anyhow::Result<raftpay_raft::store::LogInspection> {
+    pub async fn inspect(&self, id: u64) -> anyhow::Result<raftpay_api::inspect::LogInspection> {
         let dir = self
             .data_dir(id)
             .with_context(|| format!("no data directory known for node {id}"))?;

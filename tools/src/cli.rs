@@ -463,6 +463,7 @@ fn json_or_null(reply: Reply) -> Reply {
         return Reply {
             status: reply.status,
             body: "null".to_owned(),
+            bytes: Vec::new(),
         };
     }
     reply
@@ -904,6 +905,7 @@ mod tests {
             Ok(Reply {
                 status: 200,
                 body: body.to_owned(),
+                bytes: Vec::new(),
             })
         };
         let leader = r#"{"node_id":1,"leader_id":1,"term":2,"last_log_index":50,"last_applied":50,

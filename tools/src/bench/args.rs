@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use raftpay_raft::ledger::BATCH_TRANSFERS_MAX;
+use raftpay_api::rules::BATCH_TRANSFERS_MAX;
 
 /// Longest accepted `--duration`, `--warmup`, `--kill-leader-every`, `--restart-after`.
 pub(super) const SECONDS_MAX: f64 = 86_400.0;
