@@ -1,6 +1,8 @@
 //! The contract's request bodies and answers, shared by the server (which parses and renders
 //! them) and every client (CLI, bench, chaos, tests).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Read consistency, sent as `?consistency=`.
@@ -86,8 +88,10 @@ pub struct BatchItem {
     pub error: Option<ApiErrorBody>,
 }
 
-/// A node's view of the cluster (`GET /v1/cluster`). Extra fields are ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A node's view of the cluster (`GET /v1/cluster`): the contract's fields, then raftpay's
+/// additions (docs/api.md). The server renders its answer from this type; a client ignores
+/// fields it does not know, and the additions default when a server does not send them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub node_id: u64,
     #[serde(default)]
@@ -101,6 +105,39 @@ pub struct ClusterStatus {
     pub last_applied: u64,
     #[serde(default)]
     pub members: Vec<Member>,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown` (raftpay addition).
+    #[serde(default)]
+    pub state: String,
+    /// Hash of the applied state, chained over every applied entry, at `state_hash_index`.
+    #[serde(default)]
+    pub state_hash: String,
+    #[serde(default)]
+    pub state_hash_index: u64,
+    /// The seq of the last posted transfer.
+    #[serde(default)]
+    pub seq_last: u64,
+    #[serde(default)]
+    pub snapshot_index: Option<u64>,
+    #[serde(default)]
+    pub purged_index: Option<u64>,
+    /// On the leader: the highest log index each member (the leader too) holds on disk, by
+    /// node id; `null` on other nodes.
+    #[serde(default)]
+    pub replication_matched: Option<BTreeMap<u64, Option<u64>>>,
+    /// Bytes the node's log and state occupy on disk, and the log's share.
+    #[serde(default)]
+    pub disk_bytes: u64,
+    #[serde(default)]
+    pub log_disk_bytes: u64,
+    /// Free bytes on the data directory's file system.
+    #[serde(default)]
+    pub disk_free_bytes: u64,
+    /// The log index of the membership in `members`.
+    #[serde(default)]
+    pub membership_index: Option<u64>,
+    /// This node leads without a vote and waits for a remaining voter to take over.
+    #[serde(default)]
+    pub stepping_down: bool,
 }
 
 /// A cluster member; `role` is `voter` or `learner`.
@@ -109,12 +146,12 @@ pub struct Member {
     pub id: u64,
     pub http_addr: String,
     pub role: String,
-    /// Replication progress, as the leader reports it (`None` from other nodes and from
+    /// Replication progress, as the leader reports it (`null` from other nodes, absent from
     /// servers that predate it): the highest log index this member holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub matched_index: Option<u64>,
     /// Entries this member is behind the leader's log (leader only, like `matched_index`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub lag_entries: Option<u64>,
 }
 

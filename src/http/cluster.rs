@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use openraft::ServerState;
 use raftpay_raft::network::{RpcRefused, HEADER_SECRET, HEADER_TARGET};
 use raftpay_raft::node::{Fault, MembershipError};
 use serde_json::json;
@@ -18,68 +17,56 @@ use super::forward::{self, Forward};
 use super::ledger::ReadQuery;
 use super::{ApiError, App, RawRequest};
 
-use raftpay_api::{NewLearner as LearnerAdd, Voters as VotersSet};
+use raftpay_api::{ClusterStatus, Member, NewLearner as LearnerAdd, Voters as VotersSet};
 
 /// This node's view of the cluster (the contract's fields, then our additions).
-pub fn cluster_status(app: &App) -> Result<serde_json::Value, ApiError> {
-    let metrics = app.node.metrics().borrow().clone();
+pub fn cluster_status(app: &App) -> Result<ClusterStatus, ApiError> {
+    let view = app.node.view();
     let summary = app.node.reader().summary()?;
-    let membership = metrics.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let last_log_index = metrics.last_log_index.unwrap_or(0);
+    let last_log_index = view.last_log_index.unwrap_or(0);
     // Replication progress, known on the leader only (`null` elsewhere): the highest log index
     // the member holds and how many entries it is behind the leader's log.
-    let matched = app.node.replication_matched();
-    let members: Vec<_> = membership
-        .nodes()
-        .map(|(id, node)| {
-            let role = if voters.contains(id) {
-                "voter"
-            } else {
-                "learner"
-            };
-            let matched_index = matched.get(id).map(|m| m.unwrap_or(0));
-            let lag_entries = matched_index.map(|m| last_log_index.saturating_sub(m));
-            json!({"id": id, "http_addr": node.addr, "role": role,
-                "matched_index": matched_index, "lag_entries": lag_entries})
+    let matched = view.replication.clone().unwrap_or_default();
+    let members = view
+        .members
+        .iter()
+        .map(|member| {
+            let matched_index = matched.get(&member.id).map(|m| m.unwrap_or(0));
+            Member {
+                id: member.id,
+                http_addr: member.http_addr.clone(),
+                role: if member.voter { "voter" } else { "learner" }.to_owned(),
+                matched_index,
+                lag_entries: matched_index.map(|m| last_log_index.saturating_sub(m)),
+            }
         })
         .collect();
-    let state = match metrics.state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    };
-    Ok(json!({
-        "node_id": app.node.id(),
-        "leader_id": metrics.current_leader,
-        "term": metrics.current_term,
-        "last_log_index": last_log_index,
-        "last_applied": metrics.last_applied.map_or(0, |id| id.index),
-        "members": members,
-        "state": state,
-        "state_hash": summary.state_hash,
-        "state_hash_index": summary.applied.map_or(0, |id| id.index),
-        "seq_last": summary.seq_last,
-        "snapshot_index": metrics.snapshot.map(|id| id.index),
-        "purged_index": metrics.purged.map(|id| id.index),
-        // On the leader: the highest log index each member (the leader too) has on disk.
-        "replication_matched": metrics.replication.as_ref().map(|replication| {
-            replication
-                .iter()
-                .map(|(id, matched)| (id.to_string(), json!(matched.map(|m| m.index))))
-                .collect::<serde_json::Map<String, serde_json::Value>>()
-        }),
-        "disk_bytes": app.node.disk_bytes(),
-        "log_disk_bytes": app.node.log_disk_bytes(),
-        "disk_free_bytes": app.node.disk_free_bytes(),
-        // The log index of the membership shown in `members` (a change that changed nothing
-        // leaves it as it was).
-        "membership_index": metrics.membership_config.log_id().map(|id| id.index),
-        // This node leads without a vote and waits for a remaining voter to take over.
-        "stepping_down": app.node.stepping_down(),
-    }))
+    Ok(ClusterStatus {
+        node_id: app.node.id(),
+        leader_id: view.leader_id,
+        term: view.term,
+        last_log_index,
+        last_applied: view.last_applied.unwrap_or(0),
+        members,
+        state: view.role.as_str().to_owned(),
+        state_hash: summary.state_hash,
+        state_hash_index: summary.applied.map_or(0, |id| id.index),
+        seq_last: summary.seq_last,
+        snapshot_index: view.snapshot_index,
+        purged_index: view.purged_index,
+        replication_matched: view.replication,
+        disk_bytes: app.node.disk_bytes(),
+        log_disk_bytes: app.node.log_disk_bytes(),
+        disk_free_bytes: app.node.disk_free_bytes(),
+        membership_index: view.membership_index,
+        stepping_down: app.node.stepping_down(),
+    })
+}
+
+/// [`cluster_status`] as JSON, for the status page.
+pub fn cluster_status_json(app: &App) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(cluster_status(app)?)
+        .map_err(|error| ApiError::Internal(format!("cluster status: {error}")))
 }
 
 pub async fn cluster_get(
@@ -209,18 +196,18 @@ pub async fn ready(State(app): State<App>) -> Response {
     if let Some(fault) = app.node.fault() {
         return fault_response(&fault);
     }
-    let metrics = app.node.metrics().borrow().clone();
-    let applied = metrics.last_applied.map_or(0, |id| id.index);
+    let view = app.node.view();
+    let applied = view.last_applied.unwrap_or(0);
     let committed = app.node.committed_index();
-    // openraft leaves `current_leader` as it was when its core ends: look at the core first.
-    let running = metrics.running_state.is_ok() && metrics.state != ServerState::Shutdown;
-    let ready = running && metrics.current_leader.is_some() && applied >= committed;
+    // openraft leaves the leader as it was when its core ends: look at the core first.
+    let running = view.running;
+    let ready = running && view.leader_id.is_some() && applied >= committed;
     let (status, word) = match (running, ready) {
         (_, true) => (StatusCode::OK, "ready"),
         (true, false) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
     };
-    let body = json!({"status": word, "ready": ready, "leader_id": metrics.current_leader,
+    let body = json!({"status": word, "ready": ready, "leader_id": view.leader_id,
         "last_applied": applied, "committed": committed});
     (status, Json(body)).into_response()
 }

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::cluster::cluster_status;
+use super::cluster::cluster_status_json;
 use super::{ApiError, App};
 
 /// A member that does not answer its status within this is shown unreachable.
@@ -19,7 +19,7 @@ const MEMBER_STATUS_TIMEOUT: Duration = Duration::from_millis(700);
 /// One member's `/v1/cluster` (local view), or why it has none.
 async fn member_status(app: &App, id: u64, addr: &str) -> Value {
     if id == app.node.id() {
-        return cluster_status(app).unwrap_or_else(|e| json!({"error": e.to_string()}));
+        return cluster_status_json(app).unwrap_or_else(|e| json!({"error": e.to_string()}));
     }
     let mut request = app
         .forwarder
@@ -41,7 +41,7 @@ async fn member_status(app: &App, id: u64, addr: &str) -> Value {
 
 /// `GET /status`: every member as this node sees it, asked now.
 pub async fn overview(State(app): State<App>) -> Result<Response, ApiError> {
-    let own = cluster_status(&app)?;
+    let own = cluster_status_json(&app)?;
     let members: Vec<(u64, String, String)> = own["members"]
         .as_array()
         .map(|members| {

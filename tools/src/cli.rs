@@ -949,6 +949,7 @@ mod tests {
                 matched_index: None,
                 lag_entries: None,
             }],
+            ..ClusterStatus::default()
         };
         assert_eq!(node_role(&status), "follower");
         status.members[0].role = "learner".into();

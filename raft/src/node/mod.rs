@@ -45,7 +45,9 @@ use crate::store::{
 use crate::typ::{NodeId, Proposal, Raft, TypeConfig};
 
 mod background;
+mod view;
 use background::{checkpoint_run, fault_watch_run, handoff_run};
+pub use view::{MemberView, RaftView, RaftWatch, Role};
 
 /// Most commands (transfers count one each) coalesced into one log entry.
 pub const PROPOSAL_COMMANDS_MAX: usize = 8192;
@@ -370,6 +372,16 @@ impl Node {
 
     pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.inner.raft.metrics()
+    }
+
+    /// What this node knows of the group now, in raftpay's terms.
+    pub fn view(&self) -> RaftView {
+        RaftView::of(&self.inner.raft.metrics().borrow())
+    }
+
+    /// A watch that wakes on every change of the group's state.
+    pub fn watch(&self) -> RaftWatch {
+        RaftWatch(self.inner.raft.metrics())
     }
 
     /// Proposal and apply counters.
