@@ -54,13 +54,12 @@ pub struct Settings {
 }
 
 impl App {
+    /// The app of `node`, with its metrics registry (the node's families read from it at each
+    /// scrape) and its leader watcher.
+    ///
     /// # Errors
     /// When the HTTP client for forwarding cannot be built.
-    pub fn new(
-        node: Node,
-        metrics: Arc<Metrics>,
-        settings: Settings,
-    ) -> Result<App, reqwest::Error> {
+    pub fn new(node: Node, settings: Settings) -> Result<App, reqwest::Error> {
         let forwarder = reqwest::Client::builder()
             .local_address(settings.outgoing_ip)
             .no_proxy()
@@ -68,10 +67,13 @@ impl App {
             .connect_timeout(Duration::from_millis(500))
             .pool_max_idle_per_host(64)
             .build()?;
+        let leaders = LeaderWatch::start(&node);
+        let metrics = Metrics::new(node.id());
+        metrics.node_register(node.clone(), leaders.clone(), settings.started);
         Ok(App {
-            leaders: LeaderWatch::start(&node),
+            leaders,
             node,
-            metrics,
+            metrics: Arc::new(metrics),
             settings: Arc::new(settings),
             forwarder,
         })
