@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod load_window;
 pub mod metrics;
 pub mod observe;
 pub mod plot;
