@@ -166,7 +166,7 @@ const PAGE: &str = r#"<!doctype html>
   #tps-chart polyline { stroke: #1565c0; } #p99-chart polyline { stroke: #c62828; }
   .charts text { font-size: 10px; fill: #777; }
   table { border-collapse: collapse; background: white; min-width: 44rem; }
-  th, td { text-align: left; padding: .45rem .9rem; border-bottom: 1px solid #e5e5e5; }
+  th, td { text-align: left; padding: .45rem .9rem; border-bottom: 1px solid #e5e5e5; white-space: nowrap; }
   th { font-size: .75rem; color: #777; text-transform: uppercase; }
   td.lag, td.free { text-align: right; }
   tr.leader td { background: #eef7ee; font-weight: 600; }
