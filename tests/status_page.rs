@@ -1,7 +1,10 @@
 //! The status page in a real headless browser (Debian's chromium), under a running transfer
-//! load: it shows the three nodes, the leader and a non-zero throughput; after the leader is
-//! SIGKILLed under load it shows the new leader, the dead node as down, and the leader change;
-//! and no acknowledged transfer is lost. `.ci/run` installs chromium; without it this test fails.
+//! load: it shows the three nodes, the leader and a non-zero throughput, the last minutes'
+//! throughput and p99 latency (agreeing with the node's `/metrics`) with their charts, and each
+//! member's replication lag and disk use; after the leader is SIGKILLed under load it shows the
+//! new leader, the dead node as down and lagging, and the leader change; once quiet, every live
+//! member lags 0 and its disk figures are its own files; and no acknowledged transfer is lost.
+//! `.ci/run` installs chromium; without it this test fails.
 
 mod common;
 
