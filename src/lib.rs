@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod config;
 pub mod http;
+pub mod load_window;
 pub mod metrics;
 pub mod observe;
 pub mod server;

@@ -2,6 +2,7 @@
 //! Thin on purpose: parse arguments, set up logging, hand over to the library.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,18 +69,27 @@ enum Command {
 }
 
 /// Logs go to stderr; the level comes from `RAFTPAY_LOG` (default `info` for a node, `warn` for
-/// the CLI), in `EnvFilter` syntax.
+/// the CLI), in `EnvFilter` syntax. Colours only on a terminal, and not with `NO_COLOR` set
+/// (<https://no-color.org>; `with_ansi` overrides tracing-subscriber's own check of it): a node's
+/// stderr is mostly a log file (`cluster.sh`, systemd, the tests), where escape codes only
+/// garble grep and less.
 fn logging_init(format: Option<LogFormat>, default_level: &str) {
     let format = format.unwrap_or(LogFormat::Pretty);
     let filter =
         EnvFilter::try_from_env("RAFTPAY_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours_wanted())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+fn colours_wanted() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 #[tokio::main]

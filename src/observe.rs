@@ -39,23 +39,21 @@ impl LeaderWatch {
     /// Starts watching `node`; the task ends when the node's Raft stops.
     pub fn start(node: &Node) -> LeaderWatch {
         let watch = LeaderWatch::default();
-        let mut metrics = node.metrics();
+        let mut raft = node.watch();
         let state = Arc::clone(&watch.state);
         // The watcher: wakes on every metrics change; ends when the sender (Raft) is dropped.
         tokio::spawn(async move {
             let mut leader = None;
             let mut first = true;
             loop {
-                let (current, term) = {
-                    let m = metrics.borrow_and_update();
-                    (m.current_leader, m.current_term)
-                };
+                let view = raft.view();
+                let (current, term) = (view.leader_id, view.term);
                 if first || current != leader {
                     record(&state, current, term, !first);
                     leader = current;
                     first = false;
                 }
-                if metrics.changed().await.is_err() {
+                if !raft.changed().await {
                     break;
                 }
             }

@@ -3,7 +3,6 @@
 //! fault (see `raftpay_raft::node::Fault`): log it once, keep answering `503`s for the injected
 //! linger (tests only), and end with [`Served::Fault`]; `main` exits with [`EXIT_FAULT`].
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -11,7 +10,6 @@ use raftpay_raft::node::{Fault, Node};
 
 use crate::config::Config;
 use crate::http::{self, App, Settings};
-use crate::metrics::Metrics;
 
 /// In-flight requests get this long to finish after a shutdown signal.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
@@ -75,11 +73,7 @@ pub async fn serve(config: Config) -> anyhow::Result<Served> {
         started,
         outgoing_ip: config.outgoing_ip(),
     };
-    let app = App::new(
-        node.clone(),
-        Arc::new(Metrics::new(config.node_id)),
-        settings,
-    )?;
+    let app = App::new(node.clone(), settings)?;
     tracing::info!(node_id = config.node_id, http_addr = %config.http_addr, listen_addr = %config.listen_address(), data_dir = %config.data_dir.display(), "node serving");
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();

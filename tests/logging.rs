@@ -1,6 +1,7 @@
 //! Logs a machine can read: with `[log] format = "json"`, every line a node writes while serving
 //! a request is one JSON object carrying the node id, and the transfer id for transfer requests;
-//! under concurrent requests at every node, no line carries another request's ids.
+//! under concurrent requests at every node, no line carries another request's ids. And a node
+//! whose stderr is a file (not a terminal) writes no colour codes into it.
 
 mod common;
 
@@ -223,6 +224,90 @@ async fn request_log_lines_are_json_with_node_and_transfer_ids_under_concurrent_
         transfers = known.len(),
         request_lines = lines.request_lines,
         "every line checked"
+    );
+}
+
+/// The first line of `text` that holds a terminal escape sequence (`ESC [`, how colours and
+/// dimmed text start), if any.
+fn escape_line(text: &str) -> Option<&str> {
+    text.lines().find(|line| line.contains("\x1b["))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_logging_to_a_file_writes_no_colour_codes() {
+    // Goal: a node's log file reads cleanly in grep and less. Method: one node in the default
+    // (pretty) format, at debug for raftpay so that request lines with fields are logged, its
+    // stderr a file as the harness makes it (not a terminal), with `NO_COLOR` empty (the same
+    // as unset, so the test does not pass merely because the caller's environment asks for no
+    // colour); serve a few requests, then look for escape codes in the whole file.
+    let timing = Timing {
+        log_filter: "info,raftpay=debug,openraft=warn".into(),
+        ..Timing::default()
+    };
+    let mut cluster = TestCluster::prepare(1, timing);
+    cluster.node_env(1, "NO_COLOR", Some(""));
+    cluster.start_prepared().await;
+    assert_eq!(
+        cluster
+            .post(1, "/v1/accounts", account_body("bank", "CNY", true))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        cluster
+            .post(1, "/v1/accounts", account_body("carol", "CNY", false))
+            .await
+            .0,
+        201
+    );
+    let posted = cluster
+        .post(
+            1,
+            "/v1/transfers",
+            transfer_body("plain-1", "bank", "carol", 5),
+        )
+        .await;
+    assert_eq!(posted.0, 201, "{posted:?}");
+    let refused = cluster
+        .post(
+            1,
+            "/v1/transfers",
+            transfer_body("plain-1", "carol", "bank", 5),
+        )
+        .await;
+    assert_eq!(refused.0, 409, "{refused:?}");
+    let log = &cluster.nodes[&1].log;
+    let text = std::fs::read_to_string(log).expect("the node's log");
+    // Not vacuous: the lines that would be coloured on a terminal (levels, span fields) are
+    // there.
+    for needle in [
+        "INFO",
+        "node serving",
+        "DEBUG",
+        "transfer posted",
+        "plain-1",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} not in {}:\n{text}",
+            log.display()
+        );
+    }
+    assert_eq!(
+        escape_line(&text),
+        None,
+        "{} holds terminal escape codes",
+        log.display()
+    );
+}
+
+#[test]
+fn escape_codes_are_found() {
+    assert_eq!(escape_line("INFO plain\nDEBUG plain"), None);
+    assert_eq!(
+        escape_line("plain\n\x1b[32m INFO\x1b[0m coloured\n"),
+        Some("\x1b[32m INFO\x1b[0m coloured")
     );
 }
 

@@ -20,7 +20,7 @@ const TRANSFER_ROUTE: &str = "/v1/transfers";
 const DEFINITE_STATUSES: [u16; 4] = [200, 201, 409, 422];
 
 /// Families every node must expose (the names `tests/api.rs` used to check, and the rest).
-const FAMILIES: [&str; 22] = [
+const FAMILIES: [&str; 24] = [
     "raftpay_raft_term",
     "raftpay_raft_leader_id",
     "raftpay_raft_is_leader",
@@ -32,6 +32,8 @@ const FAMILIES: [&str; 22] = [
     "raftpay_ledger_seq_last",
     "raftpay_storage_disk_bytes",
     "raftpay_storage_log_disk_bytes",
+    "raftpay_storage_disk_free_bytes",
+    "raftpay_storage_disk_reserve_bytes",
     "raftpay_uptime_seconds",
     "raftpay_http_requests_total",
     "raftpay_http_request_duration_seconds",
@@ -217,8 +219,8 @@ async fn scrape_all(cluster: &TestCluster) -> BTreeMap<u64, Scrape> {
 }
 
 /// Checks that hold in any single scrape, under load or not: every family is there with its
-/// type, every sample belongs to a declared family, the registry's samples carry this node's
-/// id, histograms are cumulative with `+Inf` equal to `_count`, and the gauges are in order
+/// type, every sample belongs to a declared family and carries this node's id as `node_id`
+/// (so that series from several nodes never mix in Prometheus), histograms are cumulative with `+Inf` equal to `_count`, and the gauges are in order
 /// (applied ≤ committed, applied ≤ last log index; `is_leader` is 0 or 1). Committed is read
 /// after the others, so under load it may pass the last log index read before it.
 fn scrape_check(scrape: &Scrape) {
@@ -240,9 +242,11 @@ fn scrape_check(scrape: &Scrape) {
             scrape.types.contains_key(family),
             "node {node}: sample of an undeclared family: {sample:?}"
         );
-        if let Some(id) = sample.labels.get("node_id") {
-            assert_eq!(*id, node.to_string(), "node {node}: {sample:?}");
-        }
+        assert_eq!(
+            sample.labels.get("node_id"),
+            Some(&node.to_string()),
+            "node {node}: a sample without this node's id: {sample:?}"
+        );
     }
     for (family, kind) in &scrape.types {
         if kind == "histogram" {
@@ -774,21 +778,23 @@ mod checks {
              # TYPE raftpay_ledger_seq_last gauge\nraftpay_ledger_seq_last{{{labels}}} 2\n\
              # TYPE raftpay_storage_disk_bytes gauge\nraftpay_storage_disk_bytes{{{labels}}} 4096\n\
              # TYPE raftpay_storage_log_disk_bytes gauge\nraftpay_storage_log_disk_bytes{{{labels}}} 1024\n\
+             # TYPE raftpay_storage_disk_free_bytes gauge\nraftpay_storage_disk_free_bytes{{{labels}}} 1073741824\n\
+             # TYPE raftpay_storage_disk_reserve_bytes gauge\nraftpay_storage_disk_reserve_bytes{{{labels}}} 67108864\n\
              # TYPE raftpay_uptime_seconds gauge\nraftpay_uptime_seconds{{{labels}}} 3\n\
              # HELP raftpay_raft_leader_changes_total Leader changes this node saw\n\
-             # TYPE raftpay_raft_leader_changes_total counter\nraftpay_raft_leader_changes_total 1\n\
-             # TYPE raftpay_raft_leaderless_seconds_total counter\nraftpay_raft_leaderless_seconds_total 0.250\n\
-             # TYPE raftpay_proposals_total counter\nraftpay_proposals_total {p}\n\
+             # TYPE raftpay_raft_leader_changes_total counter\nraftpay_raft_leader_changes_total{{{labels}}} 1\n\
+             # TYPE raftpay_raft_leaderless_seconds_total counter\nraftpay_raft_leaderless_seconds_total{{{labels}}} 0.25\n\
+             # TYPE raftpay_proposals_total counter\nraftpay_proposals_total{{{labels}}} {p}\n\
              # TYPE raftpay_proposal_commands histogram\n\
-             raftpay_proposal_commands_bucket{{le=\"1\"}} {p}\n\
-             raftpay_proposal_commands_bucket{{le=\"+Inf\"}} {p}\n\
-             raftpay_proposal_commands_sum {p}\nraftpay_proposal_commands_count {p}\n\
-             # TYPE raftpay_transfers_posted_total counter\nraftpay_transfers_posted_total 2\n\
+             raftpay_proposal_commands_bucket{{{labels},le=\"1\"}} {p}\n\
+             raftpay_proposal_commands_bucket{{{labels},le=\"+Inf\"}} {p}\n\
+             raftpay_proposal_commands_sum{{{labels}}} {p}\nraftpay_proposal_commands_count{{{labels}}} {p}\n\
+             # TYPE raftpay_transfers_posted_total counter\nraftpay_transfers_posted_total{{{labels}}} 2\n\
              # TYPE raftpay_transfers_rejected_total counter\n\
-             raftpay_transfers_rejected_total{{code=\"insufficient_funds\"}} 1\n\
-             raftpay_transfers_rejected_total{{code=\"overflow\"}} 0\n\
-             # TYPE raftpay_id_conflicts_total counter\nraftpay_id_conflicts_total 0\n\
-             # TYPE raftpay_accounts_created_total counter\nraftpay_accounts_created_total 6\n",
+             raftpay_transfers_rejected_total{{code=\"insufficient_funds\",{labels}}} 1\n\
+             raftpay_transfers_rejected_total{{code=\"overflow\",{labels}}} 0\n\
+             # TYPE raftpay_id_conflicts_total counter\nraftpay_id_conflicts_total{{{labels}}} 0\n\
+             # TYPE raftpay_accounts_created_total counter\nraftpay_accounts_created_total{{{labels}}} 6\n",
             p = 3 * is_leader,
         )
     }
@@ -850,12 +856,22 @@ mod checks {
             text.replace(from, to)
         };
         let one = |text: String| scrape_parse(2, text);
-        // In one scrape: a bucket above the next, +Inf not the count, another node's id, an
-        // undeclared family, applied past committed.
+        // In one scrape: a bucket above the next, +Inf not the count, another node's id, a
+        // sample without a node id (a counter, a histogram's sum, one series of a labelled
+        // family), an undeclared family, applied past committed.
         for (from, to) in [
             ("le=\"0.01\"} 2", "le=\"0.01\"} 4"),
             ("+Inf\"} 3", "+Inf\"} 2"),
             ("node_id=\"2\"", "node_id=\"1\""),
+            (
+                "accounts_created_total{node_id=\"2\"} 6",
+                "accounts_created_total 6",
+            ),
+            (
+                "proposal_commands_sum{node_id=\"2\"}",
+                "proposal_commands_sum",
+            ),
+            ("{code=\"overflow\",node_id=\"2\"}", "{code=\"overflow\"}"),
             ("# TYPE raftpay_raft_term gauge\n", ""),
             (
                 "applied_index{node_id=\"2\"} 10",
@@ -890,8 +906,16 @@ mod checks {
         // Against the load: one replica short of a posted transfer, a rejection not counted,
         // an applied index behind, requests timed but not counted.
         for (node, from, to) in [
-            (3, "posted_total 2", "posted_total 1"),
-            (2, "insufficient_funds\"} 1", "insufficient_funds\"} 0"),
+            (
+                3,
+                "posted_total{node_id=\"3\"} 2",
+                "posted_total{node_id=\"3\"} 1",
+            ),
+            (
+                2,
+                "insufficient_funds\",node_id=\"2\"} 1",
+                "insufficient_funds\",node_id=\"2\"} 0",
+            ),
             (2, "seq_last{node_id=\"2\"} 2", "seq_last{node_id=\"2\"} 3"),
             (3, "status=\"422\"} 1", "status=\"422\"} 0"),
         ] {

@@ -213,9 +213,7 @@ pub async fn ready(State(app): State<App>) -> Response {
 }
 
 pub async fn metrics(State(app): State<App>) -> Response {
-    let text = app
-        .metrics
-        .render(&app.node, app.settings.started.elapsed(), &app.leaders);
+    let text = app.metrics.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 
 pub use error::ApiError;
 
+use crate::load_window::LoadWindow;
 use crate::metrics::Metrics;
 use crate::observe::LeaderWatch;
 
@@ -35,6 +36,8 @@ pub const RAFT_BODY_BYTES_MAX: usize = 1 << 30;
 pub struct App {
     pub node: Node,
     pub leaders: LeaderWatch,
+    /// The last minutes of transfers and transfer latency, for the status page.
+    pub load: LoadWindow,
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub forwarder: reqwest::Client,
@@ -54,13 +57,12 @@ pub struct Settings {
 }
 
 impl App {
+    /// The app of `node`, with its metrics registry (the node's families read from it at each
+    /// scrape) and its leader watcher.
+    ///
     /// # Errors
     /// When the HTTP client for forwarding cannot be built.
-    pub fn new(
-        node: Node,
-        metrics: Arc<Metrics>,
-        settings: Settings,
-    ) -> Result<App, reqwest::Error> {
+    pub fn new(node: Node, settings: Settings) -> Result<App, reqwest::Error> {
         let forwarder = reqwest::Client::builder()
             .local_address(settings.outgoing_ip)
             .no_proxy()
@@ -68,10 +70,14 @@ impl App {
             .connect_timeout(Duration::from_millis(500))
             .pool_max_idle_per_host(64)
             .build()?;
+        let leaders = LeaderWatch::start(&node);
+        let metrics = Metrics::new(node.id());
+        metrics.node_register(node.clone(), leaders.clone(), settings.started);
         Ok(App {
-            leaders: LeaderWatch::start(&node),
+            leaders,
+            load: LoadWindow::start(&node),
             node,
-            metrics,
+            metrics: Arc::new(metrics),
             settings: Arc::new(settings),
             forwarder,
         })
@@ -146,7 +152,8 @@ async fn auth(State(app): State<App>, request: Request, next: Next) -> Response 
     next.run(request).await
 }
 
-/// Counts every request by route and status and times it; opens the request's tracing span.
+/// Counts every request by route and status and times it (single transfers also for the status
+/// page's load window); opens the request's tracing span.
 async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -171,12 +178,14 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
         drop(_entered);
         tracing::Instrument::instrument(next.run(request), span).await
     };
-    app.metrics.request_observe(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let elapsed = started.elapsed();
+    app.metrics
+        .request_observe(&route, method.as_str(), response.status().as_u16(), elapsed);
+    if method == Method::POST && route == "/v1/transfers" {
+        // The same measurement as the histogram above, so the status page's p99 and the
+        // metrics agree.
+        app.load.latency_record(elapsed);
+    }
     let mut response = response;
     if route.starts_with("/v1/") {
         // Where the leader is, as this node knows it: a client can send its next request

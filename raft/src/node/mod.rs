@@ -405,6 +405,12 @@ impl Node {
         self.inner.reserve.free_bytes()
     }
 
+    /// The free space under which this node, as leader, refuses writes (`[storage]
+    /// disk_reserve_bytes`; 0: no reserve).
+    pub fn disk_reserve_bytes(&self) -> u64 {
+        self.inner.reserve.reserve_bytes()
+    }
+
     /// Bytes the log's database occupies on disk (bounded by compaction).
     pub fn log_disk_bytes(&self) -> u64 {
         self.inner.storage.log_size_on_disk()

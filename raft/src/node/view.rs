@@ -110,6 +110,11 @@ impl RaftWatch {
         RaftView::of(&self.0.borrow_and_update())
     }
 
+    /// Whether the Raft core is gone for good (no change will ever come).
+    pub fn is_closed(&self) -> bool {
+        self.0.has_changed().is_err()
+    }
+
     /// Waits for the next change; `false` once the Raft core is gone for good.
     pub async fn changed(&mut self) -> bool {
         self.0.changed().await.is_ok()
