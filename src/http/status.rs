@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::cluster::cluster_status_json;
+use super::cluster::{cluster_status, cluster_status_json};
 use super::{ApiError, App};
 
 /// A member that does not answer its status within this is shown unreachable.
@@ -81,22 +81,12 @@ fn replication_by_leader<'a>(
 /// `GET /status`: every member as this node sees it, asked now, with the leader's view of
 /// each one's replication, each one's disk use, and this node's recent load.
 pub async fn overview(State(app): State<App>) -> Result<Response, ApiError> {
-    let own = cluster_status_json(&app)?;
-    let members: Vec<(u64, String, String)> = own["members"]
-        .as_array()
-        .map(|members| {
-            members
-                .iter()
-                .filter_map(|m| {
-                    Some((
-                        m["id"].as_u64()?,
-                        m["http_addr"].as_str()?.to_string(),
-                        m["role"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let own = cluster_status(&app)?;
+    let members: Vec<(u64, String, String)> = own
+        .members
+        .iter()
+        .map(|m| (m.id, m.http_addr.clone(), m.role.clone()))
+        .collect();
     let statuses = futures::future::join_all(
         members
             .iter()
@@ -104,7 +94,7 @@ pub async fn overview(State(app): State<App>) -> Result<Response, ApiError> {
     )
     .await;
     let replication = replication_by_leader(
-        own["leader_id"].as_u64(),
+        own.leader_id,
         members.iter().map(|(id, _, _)| id).zip(statuses.iter()),
     );
     let nodes: Vec<Value> = members
@@ -133,9 +123,9 @@ pub async fn overview(State(app): State<App>) -> Result<Response, ApiError> {
         .collect();
     Ok(Json(json!({
         "node_id": app.node.id(),
-        "leader_id": own["leader_id"],
-        "term": own["term"],
-        "seq_last": own["seq_last"],
+        "leader_id": own.leader_id,
+        "term": own.term,
+        "seq_last": own.seq_last,
         "nodes": nodes,
         "leader_changes": app.leaders.recent(),
         "load": app.load.summary(&app.node),
